@@ -103,13 +103,8 @@ def load_volume(path: str | os.PathLike, *, ndim: int | None = 3) -> Volume:
         array = np.asanyarray(image.dataobj)
     except BadInput:
         raise
-    except (EOFError, zlib.error) as error:
-        raise BadInput(f"{path}: file is truncated or its compression is damaged ({error})",
-                       "copy or export the file again") from None
     except Exception as error:  # nibabel raises many types for foreign or damaged files
-        raise BadInput(f"{path}: not a readable NIfTI file ({_short(error)})",
-                       "check it is a NIfTI image; re-export it, or convert DICOM with "
-                       "`tumor convert`") from None
+        raise _unreadable(path, error) from None
     if ndim == 3:
         while array.ndim > 3 and array.shape[-1] == 1:
             array = array[..., 0]
@@ -164,6 +159,22 @@ def save_volume(volume: Volume, path: str | os.PathLike, *, dtype=None) -> Path:
     with atomic_file(path) as temporary:
         nib.save(image, str(temporary))
     return path
+
+
+def _unreadable(path: Path, error: Exception) -> BadInput:
+    """Translate nibabel/gzip failures into what the user needs to know."""
+    reason = _short(error)
+    if isinstance(error, (EOFError, zlib.error)) or ("Expected" in reason and "bytes" in reason):
+        return BadInput(f"{path}: file is truncated (the data end before all voxels are read)",
+                        "copy or export the file again")
+    if "not a gzip file" in reason:
+        return BadInput(f"{path}: not a NIfTI file (named .gz but not gzip-compressed)",
+                        "check what the file really is; re-export it as NIfTI")
+    if "Cannot work out file type" in reason:
+        return BadInput(f"{path}: not a NIfTI file (no NIfTI header found)",
+                        "check what the file really is; re-export it as NIfTI")
+    return BadInput(f"{path}: not a readable NIfTI file ({reason.replace(str(path), 'file')})",
+                    "re-export the image as NIfTI, or convert DICOM with `tumor convert`")
 
 
 def _short(error: Exception) -> str:
