@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from tumorcli import __version__
-from tumorcli.cli import convert, info
+from tumorcli.cli import convert, evaluate, info, volumes
 
 EXIT_CODES = "Exit codes: 0 ok, 1 failure, 2 bad input, 3 partial batch (some subjects failed)."
 
@@ -127,6 +127,8 @@ def main_options(
 
 # Verbs, in the order a user meets them. Register only verbs that work end to end.
 app.command("convert")(convert.convert)
+app.command("volumes")(volumes.volumes)
+app.command("evaluate")(evaluate.evaluate)
 app.command("info")(info.info)
 
 

@@ -1,0 +1,129 @@
+"""`tumor evaluate`: Dice, HD95, sensitivity and precision of predicted masks against references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tumorcli.cli.common import Json, Quiet, console, finish, start
+from tumorcli.cli.volumes import Jobs, Labels, TableOutput
+
+MAX_CASES_SHOWN = 10  # per-case rows on screen up to this many cases; means always
+
+
+def evaluate(
+    pred: Annotated[Path, typer.Option(
+        "--pred", help="Predicted mask, or a folder of them (matched to --ref by case id).",
+        show_default=False)],
+    ref: Annotated[Path, typer.Option(
+        "--ref", help="Reference mask, or a folder of them (BraTS case folders with "
+        "*-seg.nii.gz are searched below).", show_default=False)],
+    output: TableOutput = None,
+    lesionwise: Annotated[bool, typer.Option(
+        "--lesionwise", help="Add BraTS 2023 lesion-wise Dice and HD95 (26-connected lesions, "
+        "3-voxel dilation, lesions ≤ 50 mm³ left out, 374 mm per missed or false-positive "
+        "lesion).")] = False,
+    labels: Labels = "1=NETC,2=SNFH,3=ET",
+    jobs: Jobs = 1,
+    quiet: Quiet = False,
+    as_json: Json = False,
+) -> None:
+    """Score predicted label masks against references: TC, WT, ET and their means.
+
+    CSV columns: case,region,dice,hd95_mm,sensitivity,precision (+ lesion-wise
+    columns with --lesionwise), one row per case and region, then rows with case
+    = "mean".
+
+    Cases are matched by id: the file name without .nii/.nii.gz and a trailing
+    -seg (BraTS-GLI-00001-000-seg.nii.gz → BraTS-GLI-00001-000). Prediction and
+    reference must share shape and affine (within 0.001 mm).
+
+    Conventions: HD95 = max of the two directed 95th percentiles of the
+    distances (mm, voxel spacing) from each edge voxel of one mask to the
+    nearest edge voxel of the other, as MONAI computes it. Both masks empty:
+    dice, sensitivity and precision 1, HD95 0. Exactly one empty: dice,
+    sensitivity and precision 0, HD95 373.13 mm (BraTS).
+
+    A case found on one side only, or one that cannot be scored (different
+    grids, not a label mask), is listed at the end: the other cases are written
+    and the exit code is 3 (partial batch); if no case can be scored the exit
+    code is 2.
+
+    Examples:
+      tumor evaluate --pred pred.nii.gz --ref BraTS-GLI-00001-000-seg.nii.gz
+      tumor evaluate --pred preds/ --ref BraTS2023-val/ -o metrics.csv --lesionwise -j 2
+    """
+    start(quiet, as_json)
+    from functools import partial
+
+    from tumorcli.errors import BadInput, PartialBatch, TumorError
+    from tumorcli.metrics.batch import run_each
+    from tumorcli.metrics.cases import match_cases
+    from tumorcli.metrics.evaluation import COLUMNS, LESIONWISE_COLUMNS, evaluate_files, mean_rows
+    from tumorcli.metrics.regions import parse_labels
+    from tumorcli.metrics.tables import check_table_path, write_rows
+    from tumorcli.progress import task
+
+    scheme = parse_labels(labels)
+    if output is not None:
+        check_table_path(output)
+    if jobs < 1:
+        raise BadInput(f"--jobs {jobs}: must be at least 1", "e.g. --jobs 2 on a 2-core machine")
+    matched = match_cases(pred, ref)
+    failures: list[TumorError] = [
+        BadInput(f"{path}: case has no reference in {ref}", "check the case ids")
+        for path in matched.prediction_only] + [
+        BadInput(f"{path}: case has no prediction in {pred}", "check the case ids")
+        for path in matched.reference_only]
+    scores, scored_cases = [], 0
+    with task("Evaluating", total=len(matched.pairs)) as advance:
+        scoring = partial(evaluate_files, scheme=scheme, lesionwise=lesionwise)
+        for case_scores, error in run_each(scoring, matched.pairs, jobs, advance):
+            if error is not None:
+                failures.append(error)
+            else:
+                scores += case_scores
+                scored_cases += 1
+    if not scores:
+        raise failures[0]
+    rows = [s.row() for s in scores]
+    means = mean_rows(scores)
+    columns = COLUMNS + (LESIONWISE_COLUMNS if lesionwise else ())
+    if output is not None:
+        write_rows(output, columns, rows + means)
+    result = {"cases": scored_cases, "lesionwise": lesionwise,
+              "labels": scheme.describe(), "output": str(output) if output else None,
+              "mean": means, "rows": rows, "failed": [str(f) for f in failures]}
+    finish(result, as_json=as_json, quiet=quiet, human=_show)
+    if failures:
+        total = scored_cases + len(failures)
+        written = f"; the scores of the other cases are in {output}" if output else ""
+        raise PartialBatch(f"{len(failures)} of {total} cases not scored, first: "
+                           f"{failures[0].message}{written}", failures[0].hint)
+
+
+def _show(result: dict) -> None:
+    from rich import box
+    from rich.table import Table
+
+    rows = (result["rows"] if result["cases"] <= MAX_CASES_SHOWN else []) + result["mean"]
+    overlap = Table("case", "region", "Dice", "HD95 mm", "sensitivity", "precision",
+                    title=f"{result['cases']} case(s)", title_justify="left", box=box.SIMPLE_HEAD)
+    for row in rows:
+        overlap.add_row(row["case"], row["region"], f"{row['dice']:.3f}", f"{row['hd95_mm']:.2f}",
+                        f"{row['sensitivity']:.3f}", f"{row['precision']:.3f}")
+    console().print(overlap)
+    if result["lesionwise"]:
+        lesions = Table("case", "region", "Dice", "HD95 mm", "lesions", "found", "FP",
+                        title="Lesion-wise (BraTS 2023; FP = false-positive lesions)",
+                        title_justify="left",
+                        box=box.SIMPLE_HEAD)
+        for row in rows:
+            lesions.add_row(row["case"], row["region"], f"{row['lesionwise_dice']:.3f}",
+                            f"{row['lesionwise_hd95_mm']:.2f}", f"{row['lesions']:g}",
+                            f"{row['lesions_detected']:g}", f"{row['false_positive_lesions']:g}")
+        console().print(lesions)
+    if result["output"]:
+        console().print(f"[green]wrote[/] {result['output']}")

@@ -1,0 +1,198 @@
+"""`tumor volumes`: tumour volumes (cm³) per region of label masks, or over a subject's sessions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tumorcli.cli.common import Json, Quiet, console, finish, start
+
+Masks = Annotated[Optional[list[Path]], typer.Argument(
+    help="Label masks (.nii/.nii.gz), or folders of them (*-seg.nii.gz found below).",
+    show_default=False)]
+TableOutput = Annotated[Optional[Path], typer.Option(
+    "-o", "--output", help="Write the table to a .csv or .json file.")]
+Labels = Annotated[str, typer.Option(
+    "--labels", help="Mask value of each class: NETC (necrosis), SNFH (oedema), ET (enhancing); "
+    "e.g. 1=NETC,2=SNFH,4=ET for BraTS 2021 masks.")]
+Subject = Annotated[Optional[Path], typer.Option(
+    "--subject", help="Folder of session folders (BraTS-GLI-00001-000/…-seg.nii.gz, …-001, …) "
+    "or of the *-seg.nii.gz files themselves, for one subject or several: volumes per session, "
+    "change vs each subject's first session and a RANO-style response. Days come from a "
+    "cohort.csv (subject,session,day) in the folder or its parent.", show_default=False)]
+Jobs = Annotated[int, typer.Option("--jobs", "-j", help="Masks read in parallel (processes).")]
+
+
+def volumes(
+    masks: Masks = None,
+    output: TableOutput = None,
+    labels: Labels = "1=NETC,2=SNFH,3=ET",
+    subject: Subject = None,
+    jobs: Jobs = 1,
+    quiet: Quiet = False,
+    as_json: Json = False,
+) -> None:
+    """Tumour volumes in cm³ of NETC, SNFH, ET, TC (NETC + ET) and WT (all).
+
+    volume = voxels × |det(affine[:3,:3])| / 1000, right for oblique and
+    anisotropic grids. CSV columns: file,region,voxels,volume_cm3.
+
+    With --subject: one row per session with the change vs the first session
+    (baseline) and a RANO-style response from the enhancing tumour (ET) volume:
+    ET change ≥ +25 % → progression, ≤ −50 % → partial response, no ET left →
+    complete response, else stable. A baseline without ET has no % change: ET
+    appearing later → progression, none → stable. Volumetric only (no clinical
+    or T2/FLAIR criteria).
+
+    In a batch, masks that cannot be read are listed at the end and the exit
+    code is 3; the others are still measured and written.
+
+    Examples:
+      tumor volumes BraTS-GLI-00001-000-seg.nii.gz
+      tumor volumes cohort/ -o volumes.csv --jobs 2
+      tumor volumes --subject cohort/ -o course.csv
+    """
+    start(quiet, as_json)
+    from tumorcli.errors import BadInput
+    from tumorcli.metrics.regions import parse_labels
+    from tumorcli.metrics.tables import check_table_path
+
+    scheme = parse_labels(labels)
+    if output is not None:
+        check_table_path(output)
+    if jobs < 1:
+        raise BadInput(f"--jobs {jobs}: must be at least 1", "e.g. --jobs 2 on a 2-core machine")
+    if (subject is None) == (not masks):
+        raise BadInput("give label masks or --subject DIR (one of the two)",
+                       "e.g. tumor volumes seg.nii.gz, or tumor volumes --subject DIR")
+    if subject is not None:
+        _subject(subject, scheme, output, jobs, quiet, as_json)
+    else:
+        _masks(masks, scheme, output, jobs, quiet, as_json)
+
+
+def _masks(masks: list[Path], scheme, output: Path | None, jobs: int, quiet: bool,
+           as_json: bool) -> None:
+    from functools import partial
+
+    from tumorcli.errors import BadInput
+    from tumorcli.metrics.batch import run_each
+    from tumorcli.metrics.cases import find_masks
+    from tumorcli.metrics.tables import write_rows
+    from tumorcli.metrics.volumes import VOLUME_COLUMNS, region_volumes
+    from tumorcli.progress import task
+
+    files: list[Path] = []
+    for path in masks:
+        if path.is_dir():
+            found = find_masks(path)
+            if not found:
+                raise BadInput(f"{path}: holds no NIfTI label masks", "give mask files or folders")
+            files += found
+        else:
+            files.append(path)
+    rows, failures = [], []
+    with task("Measuring", total=len(files)) as advance:
+        measuring = run_each(partial(region_volumes, scheme=scheme), files, jobs, advance)
+        for path, (measured, error) in zip(files, measuring):
+            if error is not None:
+                failures.append(error)
+                continue
+            rows += [{"file": str(path), "region": region, "voxels": voxels,
+                      "volume_cm3": cm3} for region, (voxels, cm3) in measured.items()]
+    if failures and len(failures) == len(files):
+        raise failures[0]  # nothing measured: a bad input, and nothing printed or written
+    if output is not None:
+        write_rows(output, VOLUME_COLUMNS, rows)
+    result = {"labels": scheme.describe(), "output": str(output) if output else None,
+              "masks": len(files) - len(failures), "failed": [str(f) for f in failures],
+              "rows": rows}
+    finish(result, as_json=as_json, quiet=quiet, human=_show_volumes)
+    _raise_for_failures(failures, len(files), output)
+
+
+def _subject(folder: Path, scheme, output: Path | None, jobs: int, quiet: bool,
+             as_json: bool) -> None:
+    from functools import partial
+
+    from tumorcli.metrics.batch import run_each
+    from tumorcli.metrics.tables import write_rows
+    from tumorcli.metrics.volumes import (SESSION_COLUMNS, cohort_days, find_sessions,
+                                          region_volumes, session_rows)
+    from tumorcli.progress import task
+
+    sessions = find_sessions(folder)
+    days, cohort_csv = cohort_days(folder)
+    measured, failures = [], []
+    with task("Measuring sessions", total=len(sessions)) as advance:
+        paths = [session.path for session in sessions]
+        measuring = run_each(partial(region_volumes, scheme=scheme), paths, jobs, advance)
+        for session, (volumes, error) in zip(sessions, measuring):
+            if error is not None:
+                failures.append(error)
+                continue
+            session.volumes_cm3 = {region: cm3 for region, (_, cm3) in volumes.items()}
+            session.day = days.get((session.subject, session.session))
+            measured.append(session)
+    if failures and len(failures) == len(sessions):
+        raise failures[0]  # nothing measured: a bad input, and nothing printed or written
+    rows = session_rows(measured)
+    if output is not None:
+        write_rows(output, SESSION_COLUMNS, rows)
+    result = {"labels": scheme.describe(), "subject_folder": str(folder),
+              "cohort_csv": str(cohort_csv) if cohort_csv else None,
+              "output": str(output) if output else None, "sessions": rows,
+              "failed": [str(f) for f in failures]}
+    finish(result, as_json=as_json, quiet=quiet, human=_show_sessions)
+    _raise_for_failures(failures, len(sessions), output)
+
+
+def _raise_for_failures(failures: list, total: int, output: Path | None) -> None:
+    """Exit 3 (partial batch) when some masks failed and the others were measured."""
+    from tumorcli.errors import PartialBatch
+
+    if not failures:
+        return
+    written = f"; the other {total - len(failures)} are in {output}" if output else ""
+    raise PartialBatch(f"{len(failures)} of {total} masks could not be measured, first: "
+                       f"{failures[0].message}{written}", failures[0].hint)
+
+
+def _show_volumes(result: dict) -> None:
+    from rich.table import Table
+
+    table = Table("file", "region", "voxels", "volume cm³", title_justify="left",
+                  title=f"Tumour volumes (labels {result['labels']})")
+    for row in result["rows"]:
+        table.add_row(Path(row["file"]).name, row["region"], str(row["voxels"]),
+                      f"{row['volume_cm3']:.3f}")
+    console().print(table)
+    if result["output"]:
+        console().print(f"[green]wrote[/] {result['output']}")
+
+
+def _show_sessions(result: dict) -> None:
+    from rich.table import Table
+
+    def cm3(value):
+        return f"{value:.2f}"
+
+    def change(value):
+        return "—" if value is None else f"{value:+.0f} %"
+
+    subjects = sorted({row["subject"] for row in result["sessions"]})
+    several = len(subjects) > 1
+    headings = ["session", "day", "ET cm³", "TC cm³", "WT cm³", "ΔET", "ΔWT", "response"]
+    table = Table(*(["subject"] if several else []), *headings, title_justify="left",
+                  title=f"{subjects[0] if len(subjects) == 1 else 'Tumour volumes'}: per session, "
+                  "Δ = change vs the first session")
+    for row in result["sessions"]:
+        cells = [row["session"], "" if row["day"] is None else str(row["day"]),
+                 cm3(row["et_cm3"]), cm3(row["tc_cm3"]), cm3(row["wt_cm3"]),
+                 change(row["et_change_pct"]), change(row["wt_change_pct"]), row["response"]]
+        table.add_row(*([row["subject"]] if several else []), *cells)
+    console().print(table)
+    if result["output"]:
+        console().print(f"[green]wrote[/] {result['output']}")

@@ -1,0 +1,1 @@
+"""Segmentation metrics: tumour regions and volumes, overlap, surface distance, lesion-wise."""
