@@ -7,6 +7,7 @@ one line naming the log file that holds the traceback. `--debug` or TUMOR_DEBUG=
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from datetime import datetime
@@ -17,7 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from tumorcli import __version__
-from tumorcli.cli import convert, evaluate, info, volumes
+from tumorcli.cli import convert, evaluate, info, synth_cohort, volumes
 
 EXIT_CODES = "Exit codes: 0 ok, 1 failure, 2 bad input, 3 partial batch (some subjects failed)."
 
@@ -130,10 +131,13 @@ app.command("convert")(convert.convert)
 app.command("volumes")(volumes.volumes)
 app.command("evaluate")(evaluate.evaluate)
 app.command("info")(info.info)
+app.command("synth-cohort")(synth_cohort.synth_cohort)
 
 
 def main() -> None:
     """Console-script entry point."""
+    if hasattr(signal, "SIGPIPE"):  # `tumor ... | head` ends quietly, like other Unix tools
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     app()
 
 
