@@ -20,6 +20,7 @@ Device = Annotated[str, typer.Option(
 Seed = Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same output.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")]
+Jobs = Annotated[int, typer.Option("--jobs", "-j", help="Items processed in parallel (processes).")]
 OptionalText = Optional[str]
 
 
@@ -28,6 +29,14 @@ def start(quiet: bool, as_json: bool) -> None:
     from tumorcli.progress import set_quiet
 
     set_quiet(quiet or as_json)
+
+
+def check_jobs(jobs: int) -> None:
+    """--jobs must be a positive count of worker processes."""
+    from tumorcli.errors import BadInput
+
+    if jobs < 1:
+        raise BadInput(f"--jobs {jobs}: must be at least 1", "e.g. --jobs 2 on a 2-core machine")
 
 
 def finish(result: dict[str, Any], *, as_json: bool, quiet: bool,

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from tumorcli.cli.common import Json, Quiet, console, finish, start
-from tumorcli.cli.volumes import Jobs, Labels, TableOutput
+from tumorcli.cli.common import Jobs, Json, Quiet, check_jobs, console, finish, start
+from tumorcli.cli.volumes import Labels, TableOutput
 
 MAX_CASES_SHOWN = 10  # per-case rows on screen up to this many cases; means always
 
@@ -69,8 +69,7 @@ def evaluate(
     scheme = parse_labels(labels)
     if output is not None:
         check_table_path(output)
-    if jobs < 1:
-        raise BadInput(f"--jobs {jobs}: must be at least 1", "e.g. --jobs 2 on a 2-core machine")
+    check_jobs(jobs)
     matched = match_cases(pred, ref)
     failures: list[TumorError] = [
         BadInput(f"{path}: case has no reference in {ref}", "check the case ids")

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from tumorcli.cli.common import Json, OutputPath, Quiet, Seed, console, finish, start
+from tumorcli.cli.common import (Jobs, Json, OutputPath, Quiet, Seed, check_jobs, console,
+                                 finish, start)
 
 
 class Space(str, Enum):
@@ -39,7 +40,7 @@ def synth_cohort(
         "--dicom", help="Write native-space images as DICOM series instead of NIfTI.")] = False,
     untreated: Annotated[bool, typer.Option(
         "--untreated", help="Natural history: no surgery, radiotherapy or temozolomide.")] = False,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Subjects made in parallel.")] = 1,
+    jobs: Jobs = 1,
     seed: Seed = 0,
     quiet: Quiet = False,
     as_json: Json = False,
@@ -61,8 +62,7 @@ def synth_cohort(
     if sessions < 1 or sessions > 20:
         raise BadInput(f"--sessions {sessions}: must be between 1 and 20",
                        "1 is the pre-operative scan only; 3 adds two follow-ups")
-    if jobs < 1:
-        raise BadInput(f"--jobs {jobs}: must be at least 1", "e.g. --jobs 2 on a 2-core machine")
+    check_jobs(jobs)
     if dicom and space is not Space.native:
         raise BadInput("--dicom writes scanner-space series and needs --space native",
                        "add --space native, or drop --dicom")

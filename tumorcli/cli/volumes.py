@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from tumorcli.cli.common import Json, Quiet, console, finish, start
+from tumorcli.cli.common import Jobs, Json, Quiet, check_jobs, console, finish, start
 
 Masks = Annotated[Optional[list[Path]], typer.Argument(
     help="Label masks (.nii/.nii.gz), or folders of them (*-seg.nii.gz found below).",
@@ -22,7 +22,6 @@ Subject = Annotated[Optional[Path], typer.Option(
     "or of the *-seg.nii.gz files themselves, for one subject or several: volumes per session, "
     "change vs each subject's first session and a RANO-style response. Days come from a "
     "cohort.csv (subject,session,day) in the folder or its parent.", show_default=False)]
-Jobs = Annotated[int, typer.Option("--jobs", "-j", help="Masks read in parallel (processes).")]
 
 
 def volumes(
@@ -62,8 +61,7 @@ def volumes(
     scheme = parse_labels(labels)
     if output is not None:
         check_table_path(output)
-    if jobs < 1:
-        raise BadInput(f"--jobs {jobs}: must be at least 1", "e.g. --jobs 2 on a 2-core machine")
+    check_jobs(jobs)
     if (subject is None) == (not masks):
         raise BadInput("give label masks or --subject DIR (one of the two)",
                        "e.g. tumor volumes seg.nii.gz, or tumor volumes --subject DIR")
