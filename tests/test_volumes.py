@@ -134,6 +134,24 @@ def test_rano_style_response(baseline, follow_up, expected):
     assert response(baseline, follow_up) == expected
 
 
+def test_progression_is_judged_against_the_nadir_and_response_against_baseline():
+    assert response(10.0, 4.0, nadir_et_cm3=2.0) == "progression"  # −60 % vs baseline, 2× nadir
+    assert response(10.0, 3.0, nadir_et_cm3=0.0) == "progression"  # recurrence after CR
+    assert response(10.0, 2.4, nadir_et_cm3=2.0) == "partial response"
+    assert response(10.0, 0.0, nadir_et_cm3=0.0) == "complete response"
+
+
+def test_a_recurrence_after_complete_response_is_progression_in_the_course(tmp_path):
+    subject = tmp_path / "BraTS-GLI-00009"
+    for name, et in (("BraTS-GLI-00009-000", 1000), ("BraTS-GLI-00009-001", 0),
+                     ("BraTS-GLI-00009-002", 300)):
+        _session(subject, name, et_voxels=et)
+    result = runner.invoke(app, ["volumes", "--subject", str(subject), "--json"])
+    assert result.exit_code == 0, result.output
+    assert [s["response"] for s in json.loads(result.stdout)["sessions"]] == [
+        "baseline", "complete response", "progression"]
+
+
 def _session(folder: Path, name: str, et_voxels: int, snfh_voxels: int = 200) -> None:
     labels = np.zeros((20, 20, 20), np.uint8)
     labels.flat[:snfh_voxels] = 2

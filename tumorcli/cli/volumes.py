@@ -40,7 +40,8 @@ def volumes(
 
     With --subject: one row per session with the change vs the first session
     (baseline) and a RANO-style response from the enhancing tumour (ET) volume:
-    ET change ≥ +25 % → progression, ≤ −50 % → partial response, no ET left →
+    ET ≥ +25 % over the nadir (smallest ET so far) or ET back after none →
+    progression; else ET ≤ −50 % vs baseline → partial response, no ET left →
     complete response, else stable. A baseline without ET has no % change: ET
     appearing later → progression, none → stable. Volumetric only (no clinical
     or T2/FLAIR criteria).

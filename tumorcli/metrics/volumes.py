@@ -3,12 +3,14 @@
 volume_cm3 = voxels × |det(affine[:3, :3])| / 1000: right for any orientation, oblique affines
 and anisotropic voxels. A mask is read once (header and voxels) and counted in one pass.
 
-Response per follow-up session, RANO-style on the enhancing tumour (ET) volume against the
-baseline (the first session):
-- baseline ET > 0:  follow-up ET = 0 → complete response; ET change ≥ +25 % → progression;
-  ET change ≤ −50 % → partial response; otherwise stable.
-- baseline ET = 0 (nothing measurable): any ET at follow-up → progression (new enhancement);
-  still none → stable. The percentage change is left empty (undefined).
+Response per follow-up session, RANO-style on the enhancing tumour (ET) volume. As in RANO,
+progression is judged against the nadir (the smallest ET so far, baseline included) and
+response against the baseline (the first session):
+- ET ≥ +25 % over the nadir, or ET back after the nadir had none → progression;
+- else, with baseline ET > 0: ET = 0 → complete response; ET change vs baseline ≤ −50 % →
+  partial response; otherwise stable;
+- a baseline and nadir without ET and still none → stable. The percentage change vs a baseline
+  without ET is left empty (undefined).
 Volumetric only: no clinical status, steroids or non-enhancing (T2/FLAIR) progression criteria.
 """
 
@@ -44,16 +46,19 @@ def region_volumes(path: str | Path, scheme: LabelScheme) -> dict[str, tuple[int
     return {region: (count, count * voxel_cm3) for region, count in voxels.items()}
 
 
-def response(baseline_et_cm3: float, et_cm3: float) -> str:
-    """RANO-style response of a follow-up from its enhancing tumour volume (module docstring)."""
+def response(baseline_et_cm3: float, et_cm3: float, nadir_et_cm3: float | None = None) -> str:
+    """RANO-style response of a follow-up from its enhancing tumour volume (module docstring).
+
+    nadir_et_cm3: smallest ET of the earlier sessions, baseline included (default: baseline).
+    """
+    nadir = baseline_et_cm3 if nadir_et_cm3 is None else min(nadir_et_cm3, baseline_et_cm3)
+    if et_cm3 > 0 and (nadir == 0 or (et_cm3 - nadir) / nadir >= PROGRESSION_INCREASE):
+        return "progression"
     if baseline_et_cm3 == 0:
-        return "progression" if et_cm3 > 0 else "stable"
+        return "stable"
     if et_cm3 == 0:
         return "complete response"
-    change = (et_cm3 - baseline_et_cm3) / baseline_et_cm3
-    if change >= PROGRESSION_INCREASE:
-        return "progression"
-    if change <= -PARTIAL_RESPONSE_DECREASE:
+    if (et_cm3 - baseline_et_cm3) / baseline_et_cm3 <= -PARTIAL_RESPONSE_DECREASE:
         return "partial response"
     return "stable"
 
@@ -130,9 +135,10 @@ def session_rows(sessions: list[Session]) -> list[dict]:
     response of each follow-up ("baseline" for the first)."""
     rows = []
     baseline: Session | None = None
+    nadir_et = 0.0
     for session in sessions:
         if baseline is None or baseline.subject != session.subject:
-            baseline = session
+            baseline, nadir_et = session, session.volumes_cm3["ET"]
         row = {"subject": session.subject, "session": f"{session.session:03d}",
                "day": session.day}
         row.update({f"{region.lower()}_cm3": session.volumes_cm3[region] for region in REGIONS})
@@ -141,7 +147,9 @@ def session_rows(sessions: list[Session]) -> list[dict]:
             row[f"{region.lower()}_change_pct"] = (
                 None if before == 0 else 100.0 * (now - before) / before)
         row["response"] = ("baseline" if session is baseline else
-                           response(baseline.volumes_cm3["ET"], session.volumes_cm3["ET"]))
+                           response(baseline.volumes_cm3["ET"], session.volumes_cm3["ET"],
+                                    nadir_et))
+        nadir_et = min(nadir_et, session.volumes_cm3["ET"])
         row["file"] = str(session.path)
         rows.append(row)
     return rows
