@@ -49,6 +49,10 @@ def finish(result: dict[str, Any], *, as_json: bool, quiet: bool,
 
 
 def console():
+    """Rich console for human output; when piped or logged, tables are not squeezed to 80 columns."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True)
+    out = Console(highlight=False, soft_wrap=True)
+    if not out.is_terminal:
+        out = Console(highlight=False, soft_wrap=True, width=160)
+    return out
