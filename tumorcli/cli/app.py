@@ -18,7 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from tumorcli import __version__
-from tumorcli.cli import convert, evaluate, info, synth_cohort, volumes
+from tumorcli.cli import convert, evaluate, info, preprocess, synth_cohort, volumes
 
 EXIT_CODES = "Exit codes: 0 ok, 1 failure, 2 bad input, 3 partial batch (some subjects failed)."
 
@@ -128,6 +128,7 @@ def main_options(
 
 # Verbs, in the order a user meets them. Register only verbs that work end to end.
 app.command("convert")(convert.convert)
+app.command("preprocess")(preprocess.preprocess)
 app.command("volumes")(volumes.volumes)
 app.command("evaluate")(evaluate.evaluate)
 app.command("info")(info.info)
