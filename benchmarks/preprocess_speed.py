@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from tumorcli.io import itk
 from tumorcli.io.volume import load_volume
 from tumorcli.preprocess import brain, intensity, quality, spatial
 from tumorcli.preprocess.inputs import find_cohort
@@ -73,19 +74,19 @@ def main() -> None:
               f"(the best affine fit to the true warp: {best:.2f} mm)")
 
         output_to_native = np.array(record["transforms"]["t1c"]["output_to_native_ras"])
-        grid = spatial.Grid(tuple(record["output_grid"]["shape"]),
+        grid = itk.Grid(tuple(record["output_grid"]["shape"]),
                             np.array(record["output_grid"]["affine"]))
         output_to_t1c = np.array(record["transforms"]["output_to_t1c_ras"])
         true_mask = spatial.resample_onto(
             spatial.to_sitk(truth.brain_mask.astype(np.float32), truth_grid.affine), grid,
-            spatial.transform_from_ras(native_to_atlas["t1c"] @ output_to_t1c)) >= 0.5
+            itk.transform_from_ras(native_to_atlas["t1c"] @ output_to_t1c)) >= 0.5
         mask_path = folder / f"{subject.name}-brainmask.nii.gz"
         mask = load_volume(mask_path).array > 0
         print(f"brain-mask Dice vs truth: {quality.dice(mask, true_mask):.4f}")
 
         raw = spatial.resample_onto(
             spatial.volume_to_sitk(load_volume(subject.images["t1c"])), grid,
-            spatial.transform_from_ras(output_to_native))
+            itk.transform_from_ras(output_to_native))
         atlas = brain.load_atlas("sri24")
         white = (spatial.resample_onto(spatial.to_sitk(atlas.white_matter, atlas.image.affine),
                                        grid) >= 0.9) & mask
@@ -98,7 +99,7 @@ def main() -> None:
         native_mask = load_volume(native_path)
         back = spatial.resample_labels(
             native_mask.array, native_mask.affine, grid,
-            spatial.transform_from_ras(output_to_native))
+            itk.transform_from_ras(output_to_native))
         print(f"invert round trip Dice (atlas -> native t1c -> atlas): "
               f"{quality.dice(back > 0, mask):.4f}")
         if args.peer:
@@ -131,8 +132,8 @@ def _peer(subject, native_to_atlas: dict, points: np.ndarray) -> None:
     began = time.perf_counter()
     result = ants.registration(fixed, moving, type_of_transform="Rigid")
     seconds = time.perf_counter() - began
-    itk = sitk.ReadTransform(result["fwdtransforms"][0])  # t1c mm -> t2f mm (LPS)
-    error = quality.coregistration_error_mm(spatial.ras_matrix(itk.Downcast()), native_to_atlas,
+    registered = sitk.ReadTransform(result["fwdtransforms"][0])  # t1c mm -> t2f mm (LPS)
+    error = quality.coregistration_error_mm(itk.ras_matrix(registered.Downcast()), native_to_atlas,
                                             "t2f", points)
     print(f"peer ANTsPy rigid t2f -> t1c: {seconds:.1f} s, {error:.2f} mm")
 

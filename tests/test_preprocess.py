@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from tumorcli.io import itk
 from tumorcli.io.volume import load_volume
 from tumorcli.preprocess import brain, intensity, quality, spatial
 from tumorcli.preprocess.inputs import find_cohort
@@ -49,13 +50,13 @@ def run(native, tmp_path_factory) -> dict:
 
 def _truth_on_output(native: dict, record: dict) -> np.ndarray:
     """The true brain mask on the output grid (output mm -> T1c mm -> truth atlas mm)."""
-    grid = spatial.Grid(tuple(record["output_grid"]["shape"]),
+    grid = itk.Grid(tuple(record["output_grid"]["shape"]),
                         np.array(record["output_grid"]["affine"]))
     output_to_truth = native["native_to_atlas"]["t1c"] @ np.array(
         record["transforms"]["output_to_t1c_ras"])
     fraction = spatial.resample_onto(
         spatial.to_sitk(native["brain_mask"].astype(np.float32), native["grid_affine"]), grid,
-        spatial.transform_from_ras(output_to_truth))
+        itk.transform_from_ras(output_to_truth))
     return fraction >= 0.5
 
 
@@ -73,7 +74,7 @@ def test_every_modality_lands_on_the_2mm_sri24_grid_with_mask_record_and_tfm(run
         assert len(record["inputs"][modality]["sha256"]) == 64
         entry = record["transforms"][modality]
         tfm = sitk.ReadTransform(str(folder / entry["file"]))
-        assert np.allclose(spatial.ras_matrix(tfm), entry["output_to_native_ras"], atol=1e-6)
+        assert np.allclose(itk.ras_matrix(tfm), entry["output_to_native_ras"], atol=1e-6)
     assert not list(run["out"].glob(".*")), "no temporary folders left behind"
 
 
@@ -101,10 +102,10 @@ def test_zscore_is_zero_mean_unit_sd_inside_the_brain_and_zero_outside(run):
 
 def test_n4_lowers_the_white_matter_coefficient_of_variation(run):
     record, subject = run["record"], run["subject"]
-    grid = spatial.Grid(tuple(record["output_grid"]["shape"]),
+    grid = itk.Grid(tuple(record["output_grid"]["shape"]),
                         np.array(record["output_grid"]["affine"]))
     t1c = load_volume(subject.images["t1c"])
-    raw = spatial.resample_onto(spatial.volume_to_sitk(t1c), grid, spatial.transform_from_ras(
+    raw = spatial.resample_onto(spatial.volume_to_sitk(t1c), grid, itk.transform_from_ras(
         np.array(record["transforms"]["t1c"]["output_to_native_ras"])))
     mask = load_volume(run["folder"] / f"{SUBJECT}-brainmask.nii.gz").array > 0
     atlas = brain.load_atlas("sri24")
@@ -127,11 +128,11 @@ def test_invert_takes_a_mask_to_native_and_back_with_dice_above_0_98(run, tmp_pa
     assert result["labels"] is True
     # and back: native grid -> output grid through the record's transform
     record = run["record"]
-    grid = spatial.Grid(tuple(record["output_grid"]["shape"]),
+    grid = itk.Grid(tuple(record["output_grid"]["shape"]),
                         np.array(record["output_grid"]["affine"]))
     output_to_native = np.array(record["transforms"]["t1c"]["output_to_native_ras"])
     back = spatial.resample_labels(native_mask.array, native_mask.affine, grid,
-                                   spatial.transform_from_ras(output_to_native))
+                                   itk.transform_from_ras(output_to_native))
     dice = quality.dice(back > 0, load_volume(mask_path).array > 0)
     assert dice >= 0.98, f"round-trip Dice {dice:.4f}"
 
@@ -163,5 +164,5 @@ def test_registration_accepts_a_thin_in_plane_thick_slice_scan():
     image = spatial.volume_to_sitk(Volume(head, np.diag([0.9, 0.9, 5.0, 1.0])))
     transform = spatial.coregister(image, image)
     points = quality.points_of(head > 0, np.diag([0.9, 0.9, 5.0, 1.0]), step=4)
-    moved = quality.apply(spatial.ras_matrix(transform), points)
+    moved = quality.apply(itk.ras_matrix(transform), points)
     assert np.linalg.norm(moved - points, axis=1).mean() < 0.5

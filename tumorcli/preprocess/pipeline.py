@@ -23,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from tumorcli.errors import BadInput, TumorError
+from tumorcli.io import itk
 from tumorcli.io.atomic import atomic_folder
 from tumorcli.io.volume import Volume, load_volume, save_volume
 from tumorcli.preprocess import brain, intensity, spatial
@@ -146,19 +147,19 @@ def _run(subject: SubjectInputs, inputs: dict, stem: Path, config: PreprocessCon
             atlas_to_t1c = spatial.coregister(fixed, native["t1c"], affine=True, initial=rigid,
                                               settings=settings, seed=config.seed)
     if use_atlas:
-        grid = spatial.Grid.of(atlas.image)
+        grid = itk.Grid.of(atlas.image)
         grid = grid.with_spacing(config.spacing_mm) if config.spacing_mm else grid
-        output_to_t1c = spatial.ras_matrix(atlas_to_t1c)
+        output_to_t1c = itk.ras_matrix(atlas_to_t1c)
     else:
-        grid = spatial.Grid(tuple(native["t1c"].GetSize()), spatial.affine_of(native["t1c"]))
+        grid = itk.Grid(tuple(native["t1c"].GetSize()), itk.affine_of(native["t1c"]))
         grid = grid.with_spacing(config.spacing_mm) if config.spacing_mm else grid
         output_to_t1c = np.eye(4)
-    output_to_native = {m: spatial.ras_matrix(t) @ output_to_t1c for m, t in to_native.items()}
+    output_to_native = {m: itk.ras_matrix(t) @ output_to_t1c for m, t in to_native.items()}
 
     with clock("resample", {"interpolation": "linear", "grid_shape": list(grid.shape),
                             "spacing_mm": list(grid.spacing)}):
         images = {m: spatial.resample_onto(native[m], grid,
-                                           spatial.transform_from_ras(output_to_native[m]))
+                                           itk.transform_from_ras(output_to_native[m]))
                   for m in native}  # (X, Y, Z) float32 each
 
     # 3 brain mask
@@ -168,8 +169,8 @@ def _run(subject: SubjectInputs, inputs: dict, stem: Path, config: PreprocessCon
             " + B-spline" if config.deformable_mask else "")
         with clock("brain_mask", {"method": method, "band_mm": 4.0,
                                   **(asdict(config.deformable) if config.deformable_mask else {})}):
-            atlas_to_output = spatial.transform_from_ras(
-                np.linalg.inv(spatial.ras_matrix(atlas_to_t1c)) @ output_to_t1c)
+            atlas_to_output = itk.transform_from_ras(
+                np.linalg.inv(itk.ras_matrix(atlas_to_t1c)) @ output_to_t1c)
             prior = spatial.resample_onto(spatial.to_sitk(atlas.brain, atlas.image.affine),
                                           grid, atlas_to_output)
             if config.deformable_mask:
@@ -212,7 +213,7 @@ def _run(subject: SubjectInputs, inputs: dict, stem: Path, config: PreprocessCon
             images = {m: image[box] for m, image in images.items()}
             region = region[box]
             mask = mask[box] if mask is not None else None
-            grid = spatial.cropped_grid(grid, low, high)
+            grid = grid.cropped(low, high)
 
     # 6 normalise
     normalisation = {}
@@ -233,15 +234,15 @@ def _run(subject: SubjectInputs, inputs: dict, stem: Path, config: PreprocessCon
             seg = load_volume(subject.seg)
             carried = spatial.resample_onto(
                 spatial.volume_to_sitk(seg), grid,
-                spatial.transform_from_ras(output_to_t1c), kind="nearest")
+                itk.transform_from_ras(output_to_t1c), kind="nearest")
             outputs["seg"] = _save(Volume(carried, grid.affine), stem, "seg")
         (stem.parent / "transforms").mkdir()
         transforms = {}
         for m, matrix in output_to_native.items():
             tfm = f"transforms/{m}.tfm"
-            sitk.WriteTransform(spatial.transform_from_ras(matrix), str(stem.parent / tfm))
+            sitk.WriteTransform(itk.transform_from_ras(matrix), str(stem.parent / tfm))
             transforms[m] = {"output_to_native_ras": matrix.tolist(), "file": tfm,
-                             "t1c_to_native_ras": spatial.ras_matrix(to_native[m]).tolist()}
+                             "t1c_to_native_ras": itk.ras_matrix(to_native[m]).tolist()}
     record = {
         "record_version": RECORD_VERSION, "subject": subject.name,
         "inputs": {m: {**inputs[m], **native_grids.get(m, {})} for m in inputs},
@@ -331,8 +332,8 @@ def invert(mask_path: Path, record_path: Path, output: Path, onto: str = "t1c") 
                        f"choose one of {', '.join(known)}")
     mask = load_volume(mask_path)
     native = record["inputs"][onto]
-    native_grid = spatial.Grid(tuple(native["shape"]), np.array(native["affine"]))
-    native_to_output = spatial.transform_from_ras(
+    native_grid = itk.Grid(tuple(native["shape"]), np.array(native["affine"]))
+    native_to_output = itk.transform_from_ras(
         np.linalg.inv(np.array(transforms[onto]["output_to_native_ras"])))
     array = np.asarray(mask.array)
     values = np.unique(array)

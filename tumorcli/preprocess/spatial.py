@@ -16,9 +16,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from tumorcli.errors import BadInput
+from tumorcli.io import itk
+from tumorcli.io.itk import Grid, from_sitk, ras_matrix, transform_from_ras
 from tumorcli.io.volume import Volume
 
-_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS, its own inverse
 SANE_SPACING_MM = (0.1, 10.0)
 
 
@@ -53,97 +54,19 @@ def checked(volume: Volume, name: str) -> Volume:
 # --- SimpleITK bridge ---------------------------------------------------------------------
 
 def to_sitk(array: np.ndarray, affine: np.ndarray) -> sitk.Image:
-    """(X, Y, Z) array + RAS affine -> SimpleITK image on the same grid (float32 unless int)."""
+    """(X, Y, Z) array + RAS affine -> SimpleITK image, float32 unless an integer type the
+    registration and N4 filters take as it is."""
     array = np.asarray(array)
-    if array.dtype == np.bool_:
-        array = array.astype(np.uint8)
-    elif array.dtype not in (np.uint8, np.int16, np.uint16, np.int32):
+    if array.dtype not in (np.bool_, np.uint8, np.int16, np.uint16, np.int32):
         array = array.astype(np.float32)
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
-    lps = _LPS[:3, :3] @ affine[:3, :4]
-    spacing = np.linalg.norm(lps[:, :3], axis=0)
-    image.SetSpacing(spacing.tolist())
-    image.SetDirection((lps[:, :3] / spacing).ravel().tolist())
-    image.SetOrigin(lps[:, 3].tolist())
-    return image
-
-
-def from_sitk(image: sitk.Image) -> np.ndarray:
-    """SimpleITK image -> (X, Y, Z) array."""
-    return np.ascontiguousarray(sitk.GetArrayFromImage(image).transpose(2, 1, 0))
-
-
-def affine_of(image: sitk.Image) -> np.ndarray:
-    """The RAS (4, 4) voxel -> mm affine of a SimpleITK image."""
-    direction = np.array(image.GetDirection()).reshape(3, 3)
-    affine = np.eye(4)
-    affine[:3, :3] = direction * np.array(image.GetSpacing())
-    affine[:3, 3] = image.GetOrigin()
-    return _LPS @ affine
+    return itk.to_sitk(array, affine)
 
 
 def volume_to_sitk(volume: Volume) -> sitk.Image:
     return to_sitk(volume.array, volume.affine)
 
 
-@dataclass(frozen=True)
-class Grid:
-    """An output grid: shape (voxels along i, j, k) and RAS affine."""
-
-    shape: tuple[int, int, int]
-    affine: np.ndarray
-
-    def reference(self) -> sitk.Image:
-        image = sitk.Image([int(n) for n in self.shape], sitk.sitkUInt8)
-        lps = _LPS[:3, :3] @ self.affine[:3, :4]
-        spacing = np.linalg.norm(lps[:, :3], axis=0)
-        image.SetSpacing(spacing.tolist())
-        image.SetDirection((lps[:, :3] / spacing).ravel().tolist())
-        image.SetOrigin(lps[:, 3].tolist())
-        return image
-
-    @property
-    def spacing(self) -> tuple[float, float, float]:
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
-
-    @staticmethod
-    def of(volume: Volume) -> "Grid":
-        return Grid(tuple(int(n) for n in volume.shape[:3]), volume.affine)
-
-    def with_spacing(self, spacing_mm: float) -> "Grid":
-        """The same field of view and axes sampled at `spacing_mm` (centres kept)."""
-        old = np.array(self.spacing)
-        extent = old * np.array(self.shape)
-        shape = np.maximum(1, np.round(extent / spacing_mm)).astype(int)
-        linear = self.affine[:3, :3] / old * spacing_mm
-        centre = self.affine[:3, :3] @ ((np.array(self.shape) - 1) / 2) + self.affine[:3, 3]
-        affine = np.eye(4)
-        affine[:3, :3] = linear
-        affine[:3, 3] = centre - linear @ ((shape - 1) / 2)
-        return Grid(tuple(int(n) for n in shape), affine)
-
-
 # --- transforms ---------------------------------------------------------------------------
-
-def ras_matrix(transform: sitk.Transform) -> np.ndarray:
-    """A (4, 4) RAS mm -> RAS mm matrix of an affine-family SimpleITK transform."""
-    matrix = np.array(transform.GetMatrix()).reshape(3, 3)
-    centre = np.array(transform.GetCenter())
-    translation = np.array(transform.GetTranslation())
-    lps = np.eye(4)
-    lps[:3, :3] = matrix
-    lps[:3, 3] = translation + centre - matrix @ centre
-    return _LPS @ lps @ _LPS
-
-
-def transform_from_ras(matrix: np.ndarray) -> sitk.AffineTransform:
-    """A (4, 4) RAS mm -> RAS mm matrix as a SimpleITK (LPS) affine transform."""
-    lps = _LPS @ np.asarray(matrix, dtype=np.float64) @ _LPS
-    transform = sitk.AffineTransform(3)
-    transform.SetMatrix(lps[:3, :3].ravel().tolist())
-    transform.SetTranslation(lps[:3, 3].tolist())
-    return transform
-
 
 def chain(*transforms: sitk.Transform | None) -> sitk.Transform:
     """One transform applying `transforms` in the order given (first maps output points)."""
@@ -331,10 +254,3 @@ def bounding_box(mask: np.ndarray, margin_voxels: np.ndarray) -> tuple[np.ndarra
     low = np.maximum(found.min(axis=0) - margin_voxels, 0)
     high = np.minimum(found.max(axis=0) + 1 + margin_voxels, mask.shape)
     return low.astype(int), high.astype(int)
-
-
-def cropped_grid(grid: Grid, low: np.ndarray, high: np.ndarray) -> Grid:
-    """The sub-grid of voxels low..high-1; its affine keeps every voxel where it was."""
-    affine = grid.affine.copy()
-    affine[:3, 3] = grid.affine[:3, :3] @ np.asarray(low, float) + grid.affine[:3, 3]
-    return Grid(tuple(int(n) for n in np.asarray(high) - np.asarray(low)), affine)

@@ -16,9 +16,8 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from tumorcli.synth.grid import (BRATS_AFFINE, Grid, atlas_grid, cropped, from_sitk,
-                                 smooth_random_field,
-                                 to_sitk)
+from tumorcli.io.itk import Grid, from_sitk, to_sitk
+from tumorcli.synth.grid import BRATS_AFFINE, atlas_grid, smooth_random_field
 
 HEAD_CLASSES = ("bone", "fat", "soft_tissue")  # labels 1, 2, 3 of data/head.nii.gz
 LOBE_NAMES = {1: "frontal", 2: "parietal", 3: "temporal", 4: "occipital", 5: "insular",
@@ -190,7 +189,7 @@ def growth_grid(spacing_mm: float, margin_mm: float = 14.0) -> Grid:
     coarse = atlas_grid(spacing_mm)
     inverse = np.linalg.inv(coarse.affine)
     corners_index = corners @ inverse[:3, :3].T + inverse[:3, 3]
-    return cropped(coarse, np.floor(corners_index.min(0)), np.ceil(corners_index.max(0)) + 1)
+    return coarse.cropped(np.floor(corners_index.min(0)), np.ceil(corners_index.max(0)) + 1)
 
 
 def seed_sites(anatomy: Anatomy) -> np.ndarray:

@@ -22,7 +22,8 @@ from tumorcli.io.volume import Volume, save_volume
 from tumorcli.synth import anatomy as anatomy_
 from tumorcli.synth import contrast, report
 from tumorcli.synth.growth import VISIBLE_T2, TumourState, label_volumes_cm3, labels_from_maps
-from tumorcli.synth.grid import Grid, cropped, output_grid, resample
+from tumorcli.io.itk import Grid
+from tumorcli.synth.grid import output_grid, resample
 from tumorcli.synth.patient import (Course, Patient, sample_patient, simulate_course,
                                     survival_class)
 
@@ -151,7 +152,7 @@ def _pushed_anatomy(base: anatomy_.Anatomy, transform, mass: anatomy_.MassEffect
     low = np.clip(np.floor(index.min(axis=0)).astype(int), 0, grid.shape)
     high = np.clip(np.ceil(index.max(axis=0)).astype(int) + 1, 0, grid.shape)
     box = tuple(slice(a, b) for a, b in zip(low, high))
-    pushed = anatomy_.subject_anatomy(transform, cropped(grid, low, high))
+    pushed = anatomy_.subject_anatomy(transform, grid.cropped(low, high))
     tissue, head, lobes = base.tissue.copy(), base.head.copy(), base.lobes.copy()
     tissue[box], head[box], lobes[box] = pushed.tissue, pushed.head, pushed.lobes
     return anatomy_.Anatomy(tissue, head, lobes, grid)

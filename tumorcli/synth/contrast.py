@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tumorcli.synth.grid import Grid, smooth_random_field
+from tumorcli.io.itk import Grid
+from tumorcli.synth.grid import smooth_random_field
 
 MODALITIES = ("t1n", "t1c", "t2w", "t2f")
 # class: (T1 ms, T2 ms, relative PD, [Gd] mM on t1c)

@@ -1,6 +1,6 @@
 """Grids of the synthetic cohort and the bridge to SimpleITK for resampling on them.
 
-A grid is a shape plus an affine (voxel index -> RAS+ mm), as in `tumorcli.io.volume`. The
+A grid (`tumorcli.io.itk.Grid`) is a shape plus an affine (voxel index -> RAS+ mm). The
 atlas grid is BraTS's: SRI24, 240×240×155 at 1 mm, axes running towards L, P, S (affine
 diag(-1, -1, 1), origin (0, 239, 0)). Other grids (the 2 mm "small" grid, the coarser growth
 grid) are centred on it.
@@ -8,42 +8,14 @@ grid) are centred on it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import SimpleITK as sitk
+
+from tumorcli.io.itk import Grid, from_sitk, to_sitk
 
 BRATS_AFFINE = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 239.0], [0, 0, 1.0, 0], [0, 0, 0, 1]])
 BRATS_SHAPE = (240, 240, 155)
 SMALL_SHAPE = (96, 112, 80)  # at 2 mm: 192×224×160 mm, the whole head fits
-_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (ITK's physical space)
-
-
-@dataclass(frozen=True)
-class Grid:
-    """shape: voxels along i, j, k; affine: (4, 4) voxel index -> RAS+ mm."""
-
-    shape: tuple[int, int, int]
-    affine: np.ndarray
-
-    @property
-    def spacing(self) -> tuple[float, float, float]:
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
-
-    @property
-    def voxel_cm3(self) -> float:
-        return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
-
-    def reference(self) -> sitk.Image:
-        """An empty SimpleITK image on this grid, for sitk.Resample(..., reference, ...)."""
-        image = sitk.Image([int(n) for n in self.shape], sitk.sitkUInt8)
-        _set_geometry(image, self.affine)
-        return image
-
-    def world(self, index) -> np.ndarray:
-        """RAS mm of voxel index/indices (..., 3)."""
-        index = np.asarray(index, dtype=np.float64)
-        return index @ self.affine[:3, :3].T + self.affine[:3, 3]
 
 
 def atlas_grid(spacing_mm: float = 1.0, shape: tuple[int, int, int] | None = None) -> Grid:
@@ -61,39 +33,6 @@ def atlas_grid(spacing_mm: float = 1.0, shape: tuple[int, int, int] | None = Non
 def output_grid(size: str) -> Grid:
     """'full': BraTS 240×240×155 at 1 mm; 'small': 96×112×80 at 2 mm with the same centre."""
     return atlas_grid(1.0) if size == "full" else atlas_grid(2.0, SMALL_SHAPE)
-
-
-def _set_geometry(image: sitk.Image, affine: np.ndarray) -> None:
-    lps = _LPS[:3, :3] @ affine[:3, :4]
-    spacing = np.linalg.norm(lps[:, :3], axis=0)
-    image.SetSpacing(spacing.tolist())
-    image.SetDirection((lps[:, :3] / spacing).ravel().tolist())
-    image.SetOrigin(lps[:, 3].tolist())
-
-
-def to_sitk(array: np.ndarray, affine: np.ndarray) -> sitk.Image:
-    """(X, Y, Z) or (X, Y, Z, C) array + RAS affine -> SimpleITK (vector) image."""
-    array = np.asarray(array)
-    is_vector = array.ndim == 4
-    image = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(array, (0, 1, 2), (2, 1, 0))),
-                                   isVector=is_vector)
-    _set_geometry(image, affine)
-    return image
-
-
-def from_sitk(image: sitk.Image) -> np.ndarray:
-    """SimpleITK image -> (X, Y, Z[, C]) array."""
-    array = sitk.GetArrayFromImage(image)
-    return np.ascontiguousarray(np.moveaxis(array, (0, 1, 2), (2, 1, 0)))
-
-
-def ras_to_itk_transform(matrix: np.ndarray) -> sitk.AffineTransform:
-    """A 4×4 RAS mm -> RAS mm map as the same map in ITK's LPS physical space."""
-    lps = _LPS @ np.asarray(matrix, dtype=np.float64) @ _LPS
-    transform = sitk.AffineTransform(3)
-    transform.SetMatrix(lps[:3, :3].ravel().tolist())
-    transform.SetTranslation(lps[:3, 3].tolist())
-    return transform
 
 
 def resample(array: np.ndarray, source: Grid, target: Grid, transform: sitk.Transform | None = None,
@@ -134,12 +73,3 @@ def _cubic_bspline_basis(samples: int, control_points: int) -> np.ndarray:
     t = np.abs(position[:, None] - knots[None, :])
     return np.where(t < 1, (4 - 6 * t**2 + 3 * t**3) / 6,
                     np.where(t < 2, (2 - t) ** 3 / 6, 0.0))
-
-
-def cropped(grid: Grid, low: np.ndarray, high: np.ndarray) -> Grid:
-    """The sub-grid of voxels low..high-1 (inclusive-exclusive index bounds)."""
-    low = np.clip(np.asarray(low, int), 0, grid.shape)
-    high = np.clip(np.asarray(high, int), low + 1, grid.shape)
-    affine = grid.affine.copy()
-    affine[:3, 3] = grid.world(low)
-    return Grid(tuple(int(n) for n in high - low), affine)

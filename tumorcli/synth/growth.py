@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tumorcli.synth.grid import Grid
+from tumorcli.io.itk import Grid
 
 VISIBLE_T1GD = 0.80   # density at the edge of the enhancing tumour (Swanson et al.)
 VISIBLE_T2 = 0.16     # density at the edge of the T2/FLAIR abnormality

@@ -21,7 +21,7 @@ from tumorcli.io.atomic import atomic_file
 from tumorcli.io.volume import Volume, save_volume
 from tumorcli.synth import contrast
 from tumorcli.synth.anatomy import rotation_matrix
-from tumorcli.synth.grid import Grid, from_sitk, ras_to_itk_transform, to_sitk
+from tumorcli.io.itk import Grid, from_sitk, to_sitk, transform_from_ras
 
 # Columns are the RAS directions of voxel axes i, j, k.
 PLANES = {
@@ -98,7 +98,7 @@ def sample_native(clean: np.ndarray, atlas: Grid, native: Grid, native_to_atlas:
     affine[:3, 3] = native.affine[:3, 3] - step * (sub - 1) / 2
     fine = Grid((native.shape[0], native.shape[1], native.shape[2] * sub), affine)
     image = sitk.Resample(to_sitk(clean.astype(np.float32), atlas.affine), fine.reference(),
-                          ras_to_itk_transform(native_to_atlas), sitk.sitkLinear, 0.0)
+                          transform_from_ras(native_to_atlas), sitk.sitkLinear, 0.0)
     array = from_sitk(image)
     return array.reshape(native.shape[0], native.shape[1], native.shape[2], sub).mean(axis=-1)
 

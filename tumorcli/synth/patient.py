@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from tumorcli.synth.growth import VISIBLE_T1GD, GrowthParams, Simulator, TumourState
-from tumorcli.synth.grid import Grid, smooth_random_field
+from tumorcli.io.itk import Grid
+from tumorcli.synth.grid import smooth_random_field
 from tumorcli.synth.treatment import Schedule, TreatmentResponse, apply, target_volume
 
 SHORT_SURVIVAL_DAYS = 365  # short/long split at 12 months (median OS with Stupp ~ 14.6 months)

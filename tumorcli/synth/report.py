@@ -12,7 +12,7 @@ import numpy as np
 
 from tumorcli.synth.anatomy import LOBE_NAMES, TEMPLATE_MIDLINE_X, Anatomy
 from tumorcli.synth.growth import ET, NETC, label_volumes_cm3
-from tumorcli.synth.grid import Grid
+from tumorcli.io.itk import Grid
 
 _MASS = ("mass", "lesion", "tumour")
 _OEDEMA = ("surrounding T2/FLAIR hyperintensity", "perilesional FLAIR signal abnormality",
