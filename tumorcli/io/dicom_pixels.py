@@ -41,7 +41,7 @@ def _pixels(dataset: Dataset, path: Path) -> np.ndarray:
                        "choose the original greyscale series")
     try:
         return dataset.pixel_array
-    except Exception as error:  # pydicom: RuntimeError/NotImplementedError/ValueError by codec
+    except Exception as error:  # pydicom raises a different error type per codec
         syntax = dataset.file_meta.get("TransferSyntaxUID")
         if syntax is not None and syntax.is_compressed:
             if "missing dependencies" in str(error):
