@@ -72,6 +72,34 @@ def find_cohort(folder: Path) -> list[SubjectInputs]:
 
 
 def _scan_subject(folder: Path) -> dict[str, Path]:
+    found = _scan_named(folder)
+    return found or _scan_series_descriptions(folder)
+
+
+def _scan_series_descriptions(folder: Path) -> dict[str, Path]:
+    """A PACS-style export: one folder (any layout below it) holding the four series, told apart
+    by SeriesDescription. Each modality maps to `folder`; `read_scan` picks the series. Empty
+    unless every modality found is described by exactly one series (so a cohort folder, holding
+    several subjects' series, is not mistaken for one subject)."""
+    entries = [entry for entry in folder.iterdir() if not entry.name.startswith(".")]
+    if any(entry.is_file() and is_nifti_path(entry) for entry in entries):
+        return {}
+    if any(entry.is_dir() and _scan_named(entry) for entry in entries):
+        return {}  # a cohort of named subject folders
+    from tumorcli.io.dicom import find_series
+
+    try:
+        series = find_series(folder)
+    except BadInput:
+        return {}
+    described = [modality_of(s.description) for s in series]
+    counts = {m: described.count(m) for m in MODALITIES if m in described}
+    if not counts or any(count != 1 for count in counts.values()):
+        return {}
+    return {modality: folder for modality in counts}
+
+
+def _scan_named(folder: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith("."):
