@@ -42,7 +42,8 @@ def preprocess(
         "--subject", help="Subject name for --t1c ... files (default: from the T1c file name).",
         show_default=False)] = None,
     atlas: Annotated[str, typer.Option(
-        "--atlas", help="sri24 (BraTS's atlas grid, shipped), none (stay on the T1c grid, "
+        "--atlas", help="sri24 (BraTS's atlas grid, shipped), mni (ICBM 2009a, 197×233×189 "
+        "at 1 mm, shipped), none (stay on the T1c grid, "
         "reoriented to RAS), or a T1 template .nii.gz (its brain mask as "
         "NAME-brainmask.nii.gz next to it).")] = "sri24",
     skull_strip: Annotated[bool, typer.Option(

