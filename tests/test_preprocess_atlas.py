@@ -41,3 +41,24 @@ def test_preprocess_onto_mni_at_2mm_gives_a_brain_mask_and_records_the_atlas(tmp
     assert np.all(outside == 0)
     record = json.loads((folder / "preprocess.json").read_text())
     assert "ICBM 2009a" in json.dumps(record["atlas"])
+
+
+def test_a_user_template_with_its_brain_mask_beside_it_is_the_output_grid(tmp_path):
+    from tumorcli.io.volume import Volume, save_volume
+
+    shipped = load_atlas("sri24")
+    template = Volume(shipped.image.array, shipped.image.affine)
+    save_volume(template, tmp_path / "mytemplate.nii.gz")
+    save_volume(template.with_array((shipped.brain > 0.5).astype(np.uint8)),
+                tmp_path / "mytemplate-brainmask.nii.gz")
+    result = CliRunner().invoke(app, [
+        "preprocess", "-i", str(SUBJECT), "-o", str(tmp_path / "out"), "--spacing", "3",
+        "--atlas", str(tmp_path / "mytemplate.nii.gz"), "--no-n4", "-q"])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "out" / SUBJECT.name
+    mask = load_volume(folder / f"{SUBJECT.name}-brainmask.nii.gz")
+    expected = Grid.of(template.reoriented("RAS")).with_spacing(3.0)
+    assert mask.shape == expected.shape and np.allclose(mask.affine, expected.affine)
+    assert 1000 < mask.array.sum() * mask.voxel_volume_mm3 / 1000 < 1800
+    record = json.loads((folder / "preprocess.json").read_text())
+    assert "mytemplate.nii.gz" in json.dumps(record["atlas"])
