@@ -99,7 +99,7 @@ def test_a_4d_flair_is_bad_input_naming_the_file(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--shard", "3/2"], "--shard 3/2"),
     (["--jobs", "0"], "--jobs 0"),
-    (["--atlas", "mni"], "MNI152"),
+    (["--atlas", "/nonexistent/template.nii.gz"], "no such template file"),
 ])
 def test_bad_options_are_one_line_with_exit_code_2(cohort, tmp_path, args, message):
     result = _invoke("-i", str(cohort), "-o", str(tmp_path / "out"), *FAST[2:], *args)
