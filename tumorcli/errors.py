@@ -36,3 +36,9 @@ class PartialBatch(TumorError):
     """A batch finished, but some subjects failed."""
 
     exit_code = EXIT_PARTIAL_BATCH
+
+
+def first_line(error: BaseException, limit: int = 160) -> str:
+    """The first line of a library's error message (or its type name), for our one-line errors."""
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:limit]

@@ -22,7 +22,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
-from tumorcli.errors import BadInput
+from tumorcli.errors import BadInput, first_line
 from tumorcli.io import dicom_geometry as geometry
 from tumorcli.io import dicom_pixels as pixels
 from tumorcli.io.atomic import atomic_folder
@@ -184,7 +184,7 @@ def _read_header(path: Path) -> Dataset | None:
     except (InvalidDicomError, OSError):
         return None  # not DICOM (or unreadable): skipped, as documented
     except Exception as error:  # pydicom raises many types for damaged headers
-        raise BadInput(f"{path}: damaged DICOM header ({_short(error)})",
+        raise BadInput(f"{path}: damaged DICOM header ({first_line(error)})",
                        "remove the file or export the series again") from None
 
 
@@ -228,7 +228,7 @@ def _read_files(paths: list[Path], folder: Path) -> list[Dataset]:
             try:
                 datasets.append(pydicom.dcmread(path))
             except Exception as error:  # truncated or damaged after the header
-                raise BadInput(f"{path}: damaged DICOM file ({_short(error)})",
+                raise BadInput(f"{path}: damaged DICOM file ({first_line(error)})",
                                f"remove it or export the series in {folder} again") from None
             advance()
     return datasets
@@ -329,8 +329,3 @@ def _progress(label: str, total: int):
     if total >= PROGRESS_MIN_FILES:
         return task(label, total=total)
     return contextlib.nullcontext(lambda: None)
-
-
-def _short(error: Exception) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text[:160]

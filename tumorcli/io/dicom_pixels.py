@@ -10,7 +10,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import JPEG2000TransferSyntaxes, JPEGLSTransferSyntaxes, JPEGTransferSyntaxes
 from pydicom.valuerep import format_number_as_ds
 
-from tumorcli.errors import BadInput
+from tumorcli.errors import BadInput, first_line
 
 
 def rescaled_voxels(datasets: list[Dataset], paths: list[Path]) -> np.ndarray:
@@ -48,9 +48,9 @@ def _pixels(dataset: Dataset, path: Path) -> np.ndarray:
                 raise BadInput(f"{path}: pixel data is compressed as {syntax.name} and no "
                                "installed decoder reads it", _decoder_hint(syntax)) from None
             raise BadInput(f"{path}: compressed pixel data ({syntax.name}) could not be decoded "
-                           f"({_short(error)})", "the file may be damaged; export it again, "
+                           f"({first_line(error)})", "the file may be damaged; export it again, "
                            "or convert the folder with dcm2niix") from None
-        raise BadInput(f"{path}: unreadable pixel data ({_short(error)})",
+        raise BadInput(f"{path}: unreadable pixel data ({first_line(error)})",
                        "the file may be damaged; export the series again") from None
 
 
@@ -94,8 +94,3 @@ def encode_int16(array: np.ndarray, source: str) -> tuple[np.ndarray, float, flo
     intercept = float(format_number_as_ds((high + low) / 2))
     stored = np.clip(np.round((values - intercept) / slope), -32768, 32767)
     return stored.astype(np.int16), slope, intercept
-
-
-def _short(error: Exception) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text[:160]

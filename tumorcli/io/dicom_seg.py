@@ -19,7 +19,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import SegmentationStorage, generate_uid
 
 import tumorcli
-from tumorcli.errors import BadInput
+from tumorcli.errors import BadInput, first_line
 from tumorcli.io.atomic import atomic_file
 from tumorcli.io.dicom import PATIENT_STUDY_TAGS, read_dicom_series
 from tumorcli.io.volume import Volume
@@ -79,7 +79,8 @@ def write_dicom_seg(mask: Volume, reference_dir, out_path, *, labels: dict[int, 
             content_label="TUMOUR", content_description="tumour sub-regions from tumorcli")
     except (ValueError, TypeError, AttributeError) as error:  # highdicom: reference lacks a tag
         raise BadInput(f"{reference_dir}: cannot serve as the source of a DICOM SEG "
-                       f"({_short(error)})", "export the scan again with full headers") from None
+                       f"({first_line(error)})",
+                       "export the scan again with full headers") from None
     with atomic_file(out_path) as temporary:
         pydicom.dcmwrite(temporary, segmentation, enforce_file_format=True)
     return out_path
@@ -114,7 +115,7 @@ def read_dicom_seg(path, reference_dir, *, series: str | None = None) -> Volume:
             source_uids, combine_segments=True, relabel=False,
             assert_missing_frames_are_empty=True, dtype=np.uint16)  # (K, rows, cols)
     except (RuntimeError, ValueError, KeyError) as error:  # overlapping/fractional/unreferenced
-        raise BadInput(f"{path}: cannot be read as one label map ({_short(error)})",
+        raise BadInput(f"{path}: cannot be read as one label map ({first_line(error)})",
                        "segments must be binary, non-overlapping and reference the scan's "
                        "images frame by frame") from None
     values = _label_values(segmentation)
@@ -172,7 +173,7 @@ def _read_segmentation(path: Path) -> hd.seg.Segmentation:
     try:
         dataset = pydicom.dcmread(path)
     except Exception as error:  # not DICOM, or damaged
-        raise BadInput(f"{path}: not a readable DICOM file ({_short(error)})",
+        raise BadInput(f"{path}: not a readable DICOM file ({first_line(error)})",
                        "give a DICOM SEG file (.dcm)") from None
     if dataset.get("SOPClassUID") != SegmentationStorage:
         kind = getattr(dataset.get("SOPClassUID"), "name", "an unknown object")
@@ -181,7 +182,7 @@ def _read_segmentation(path: Path) -> hd.seg.Segmentation:
     try:
         return hd.seg.Segmentation.from_dataset(dataset, copy=False)
     except Exception as error:  # highdicom raises many types for malformed SEGs
-        raise BadInput(f"{path}: malformed DICOM SEG ({_short(error)})",
+        raise BadInput(f"{path}: malformed DICOM SEG ({first_line(error)})",
                        "export the segmentation again") from None
 
 
@@ -193,8 +194,3 @@ def _label_values(segmentation: hd.seg.Segmentation) -> dict[int, int]:
         match = _TRACKING_ID.match(tracking)
         values[number] = int(match.group(1)) if match else number
     return values
-
-
-def _short(error: Exception) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text[:160]

@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations
 
-from tumorcli.errors import BadInput
+from tumorcli.errors import BadInput, first_line
 from tumorcli.io.atomic import atomic_file
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -163,7 +163,7 @@ def save_volume(volume: Volume, path: str | os.PathLike, *, dtype=None) -> Path:
 
 def _unreadable(path: Path, error: Exception) -> BadInput:
     """Translate nibabel/gzip failures into what the user needs to know."""
-    reason = _short(error)
+    reason = first_line(error)
     if isinstance(error, (EOFError, zlib.error)) or ("Expected" in reason and "bytes" in reason):
         return BadInput(f"{path}: file is truncated (the data end before all voxels are read)",
                         "copy or export the file again")
@@ -175,8 +175,3 @@ def _unreadable(path: Path, error: Exception) -> BadInput:
                         "check what the file really is; re-export it as NIfTI")
     return BadInput(f"{path}: not a readable NIfTI file ({reason.replace(str(path), 'file')})",
                     "re-export the image as NIfTI, or convert DICOM with `tumor convert`")
-
-
-def _short(error: Exception) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text[:160]
