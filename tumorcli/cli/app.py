@@ -18,7 +18,8 @@ import typer
 from typer.core import TyperGroup
 
 from tumorcli import __version__
-from tumorcli.cli import convert, evaluate, info, preprocess, synth_cohort, volumes
+from tumorcli.cli import (convert, evaluate, info, preprocess, segment, synth_cohort, train,
+                          volumes)
 
 EXIT_CODES = "Exit codes: 0 ok, 1 failure, 2 bad input, 3 partial batch (some subjects failed)."
 
@@ -129,10 +130,12 @@ def main_options(
 # Verbs, in the order a user meets them. Register only verbs that work end to end.
 app.command("convert")(convert.convert)
 app.command("preprocess")(preprocess.preprocess)
+app.command("segment")(segment.segment)
 app.command("volumes")(volumes.volumes)
 app.command("evaluate")(evaluate.evaluate)
 app.command("info")(info.info)
 app.command("synth-cohort")(synth_cohort.synth_cohort)
+app.add_typer(train.train_app, name="train")
 
 
 def main() -> None:

@@ -113,34 +113,20 @@ def preprocess(
 
     check_atlas_choice(atlas)
     subjects = _subjects(input, {"t1n": t1n, "t1c": t1c, "t2w": t2w, "t2f": t2f}, subject, seg)
-    subjects = _shard(subjects, shard)
+    from tumorcli.cli.subjects import take_shard
+
+    subjects = take_shard(subjects, shard)
     _batch(subjects, output, jobs, overwrite, quiet, as_json, atlas=atlas,
            skull_strip=skull_strip, n4=n4, crop=crop, crop_margin_mm=crop_margin,
            normalize=normalize.value, spacing_mm=spacing, seed=seed)
 
 
 def _subjects(input: Path | None, files: dict, name: str | None, seg: Path | None) -> list:
+    from tumorcli.cli.subjects import subjects_from_options
     from tumorcli.errors import BadInput
-    from tumorcli.preprocess.inputs import SubjectInputs, find_cohort
+    from tumorcli.preprocess.inputs import SubjectInputs
 
-    given = {m: p for m, p in files.items() if p is not None}
-    if (input is None) == (not given):
-        raise BadInput("give -i SUBJECT_OR_COHORT, or --t1c FILE (and --t1n/--t2w/--t2f)",
-                       "one of the two, not both")
-    if given:
-        if "t1c" not in given:
-            raise BadInput("--t1c is missing: every modality is registered to the T1c",
-                           "add --t1c FILE")
-        for modality, path in given.items():
-            if not path.exists():
-                raise BadInput(f"{path}: --{modality} file not found", "check the path")
-        stem = given["t1c"].name.split(".")[0]
-        stem = stem[:-4] if stem.lower().endswith(("-t1c", "_t1c")) else stem
-        subjects = [SubjectInputs(name or stem, given)]
-    else:
-        if not input.exists():
-            raise BadInput(f"{input}: not found", "check the path given to -i/--input")
-        subjects = find_cohort(input)
+    subjects = subjects_from_options(input, files, name)
     if seg is not None:
         if len(subjects) != 1:
             raise BadInput("--seg needs a single subject", "preprocess that subject alone")
@@ -148,21 +134,6 @@ def _subjects(input: Path | None, files: dict, name: str | None, seg: Path | Non
             raise BadInput(f"{seg}: --seg file not found", "check the path")
         subjects = [SubjectInputs(subjects[0].name, subjects[0].images, seg, subjects[0].folder)]
     return subjects
-
-
-def _shard(subjects: list, shard: str | None) -> list:
-    from tumorcli.errors import BadInput
-
-    if shard is None:
-        return subjects
-    try:
-        part, parts = (int(n) for n in shard.split("/"))
-        assert 1 <= part <= parts
-    except (ValueError, AssertionError):
-        raise BadInput(f"--shard {shard}: expected I/N with 1 ≤ I ≤ N", "e.g. --shard 2/8") \
-            from None
-    return [s for index, s in enumerate(sorted(subjects, key=lambda s: s.name))
-            if index % parts == part - 1]
 
 
 def _batch(subjects: list, output: Path, jobs: int, overwrite: bool, quiet: bool,

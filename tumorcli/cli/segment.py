@@ -1,0 +1,128 @@
+"""`tumor segment`: BraTS labels (1 NETC, 2 SNFH, 3 ET) for a subject or a cohort."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tumorcli.cli.common import Device, Json, Quiet, Seed, console, finish, start
+
+ModalityFile = Annotated[Optional[Path], typer.Option(show_default=False)]
+NIFTI = (".nii", ".nii.gz")
+
+
+class Target(str, Enum):
+    nifti = "nifti"
+    seg = "seg"
+
+
+def segment(
+    input: Annotated[Optional[Path], typer.Option(
+        "-i", "--input", help="Subject folder (BraTS names, t1n/t1c/t2w/t2f files or DICOM "
+        "series folders) or a cohort folder of them.", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "-o", "--output", help="seg.nii.gz (or seg.dcm with --to seg) for one subject; a "
+        "folder for a cohort (<case>-seg.nii.gz each).", show_default=False)] = None,
+    t1n: Annotated[Optional[Path], typer.Option("--t1n", help="Native T1 (NIfTI or DICOM "
+                                                "folder).", show_default=False)] = None,
+    t1c: Annotated[Optional[Path], typer.Option("--t1c", help="Contrast T1: the output grid.",
+                                                show_default=False)] = None,
+    t2w: Annotated[Optional[Path], typer.Option("--t2w", show_default=False)] = None,
+    t2f: Annotated[Optional[Path], typer.Option("--t2f", help="FLAIR.", show_default=False)
+                   ] = None,
+    model: Annotated[str, typer.Option(
+        "--model", help="swinunetr, resunet (the shipped ones), a model name from `tumor info` "
+        "or a model folder.")] = "swinunetr",
+    tta: Annotated[bool, typer.Option("--tta", help="Average over the 8 axis flips (8× time).")
+                   ] = False,
+    overlap: Annotated[float, typer.Option("--overlap", help="Sliding-window overlap (0–0.9).")
+                       ] = 0.5,
+    probabilities: Annotated[Optional[Path], typer.Option(
+        "--probabilities", help="Also write TC/WT/ET probabilities as a 4D NIfTI (one "
+        "subject).", show_default=False)] = None,
+    to: Annotated[Target, typer.Option(
+        "--to", help="nifti, or seg: a DICOM SEG referencing the T1c series (DICOM input).")
+                  ] = Target.nifti,
+    shard: Annotated[Optional[str], typer.Option(
+        "--shard", help="I/N: only part I of N of the sorted cohort (cluster arrays).",
+        show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo subjects whose output "
+                                            "exists (otherwise skipped: resumable).")] = False,
+    device: Device = "auto",
+    seed: Seed = 0,
+    quiet: Quiet = False,
+    as_json: Json = False,
+) -> None:
+    """Segment glioma into BraTS labels with a Res U-Net or Swin-UNETR.
+
+    Inputs must be co-registered and skull-stripped (BraTS data, or `tumor preprocess`
+    output). The net runs at its own spacing as a sliding window with Gaussian blending; labels
+    land on the T1c's grid with its affine. In a cohort, existing outputs are skipped and a
+    failing subject does not stop the others (exit code 3).
+
+    Examples:
+      tumor segment -i BraTS-GLI-00001-000 -o seg.nii.gz
+      tumor segment -i cohort -o segs --model resunet --shard 1/4
+      tumor segment --t1n a.nii.gz --t1c b.nii.gz --t2w c.nii.gz --t2f d.nii.gz -o seg.nii.gz --tta
+      tumor segment -i dicom/SUBJECT -o seg.dcm --to seg
+    """
+    start(quiet, as_json)
+    from tumorcli.cli.subjects import subjects_from_options, take_shard
+    from tumorcli.errors import BadInput
+
+    if output is None:
+        raise BadInput("-o/--output is missing", "give seg.nii.gz, or a folder for a cohort")
+    if not 0 <= overlap <= 0.9:
+        raise BadInput(f"--overlap {overlap}: outside 0–0.9", "e.g. --overlap 0.5")
+    single = output.name.lower().endswith((*NIFTI, ".dcm"))
+    if single and output.name.lower().endswith(".dcm") != (to is Target.seg):
+        raise BadInput(f"{output}: a .dcm output needs --to seg, and --to seg a .dcm name",
+                       "e.g. -o seg.dcm --to seg, or -o seg.nii.gz")
+    subjects = subjects_from_options(input, {"t1n": t1n, "t1c": t1c, "t2w": t2w, "t2f": t2f},
+                                     None)
+    if single and len(subjects) > 1:
+        raise BadInput(f"{input}: holds {len(subjects)} subjects but -o {output} is one file",
+                       "give an output folder for a cohort")
+    if probabilities is not None and (not single or not probabilities.name.endswith(NIFTI)):
+        raise BadInput("--probabilities needs one subject and a .nii.gz name",
+                       "e.g. -o seg.nii.gz --probabilities prob.nii.gz")
+    if not single and output.exists() and not output.is_dir():
+        raise BadInput(f"{output}: exists and is not a folder", "give an output folder")
+    subjects = take_shard(subjects, shard)
+
+    from tumorcli.infer.segment import Segmenter, find_model_folder
+    from tumorcli.runtime import resolve_device, seed_everything
+
+    seed_everything(seed)
+    segmenter = Segmenter.load(find_model_folder(model), resolve_device(device), overlap)
+    jobs = [(s, output if single else output / f"{s.name}-seg{'.dcm' if to is Target.seg else '.nii.gz'}")
+            for s in subjects]
+    from tumorcli.infer.segment_files import segment_subjects
+
+    result, errors = segment_subjects(segmenter, jobs, tta=tta, probabilities=probabilities,
+                                      overwrite=overwrite or single)
+    if errors and len(subjects) == 1:
+        raise errors[0]
+    finish(result, as_json=as_json, quiet=quiet, human=_show)
+    if errors:
+        from tumorcli.errors import PartialBatch
+
+        raise PartialBatch(f"{len(errors)} of {len(subjects)} subjects failed, first: "
+                           f"{errors[0].message}", errors[0].hint or "rerun to retry them")
+
+
+def _show(result: dict) -> None:
+    from rich.table import Table
+
+    table = Table("subject", "status", "seconds", "WT cm³", "TC cm³", "ET cm³", "output / error",
+                  title=f"Segmented with {result['model']}", title_justify="left")
+    for row in result["subjects"]:
+        volumes = row.get("volumes_cm3") or {}
+        table.add_row(row["subject"], row["status"],
+                      "" if row.get("seconds") is None else f"{row['seconds']:.1f}",
+                      *(f"{volumes[r]:.1f}" if r in volumes else "" for r in ("WT", "TC", "ET")),
+                      row.get("error") or row.get("output", ""))
+    console().print(table)

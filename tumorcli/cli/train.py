@@ -1,0 +1,142 @@
+"""`tumor train MODEL`: train a model from the CLI into a model folder (config.json,
+model.safetensors, card.md, split.json, train_log.csv, a resumable checkpoint)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tumorcli.cli.common import Device, Json, Quiet, Seed, console, finish, start
+
+train_app = typer.Typer(name="train", no_args_is_help=True,
+                        help="Train the models `tumor` uses (weights land in a model folder).")
+
+
+class SegArchitecture(str, Enum):
+    resunet = "resunet"
+    swinunetr = "swinunetr"
+
+
+def _ints(text: str, option: str, count: int | None = None) -> tuple[int, ...]:
+    from tumorcli.errors import BadInput
+
+    try:
+        values = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+        assert values and all(v > 0 for v in values) and (count is None or len(values) == count)
+    except (ValueError, AssertionError):
+        raise BadInput(f"{option} {text}: expected {count or 'some'} positive integers",
+                       f"e.g. {option} " + ("64,64,64" if count == 3 else "16,32,64,128")) from None
+    return values
+
+
+@train_app.command("segment")
+def segment(
+    data: Annotated[Path, typer.Option("--data", help="Cohort folder in BraTS layout (case "
+                                       "folders with t1n/t1c/t2w/t2f and *-seg.nii.gz).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Model folder to write.")],
+    model: Annotated[SegArchitecture, typer.Option("--model", help="Network.")
+                     ] = SegArchitecture.resunet,
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs (validation after each).")] = 30,
+    steps_per_epoch: Annotated[int, typer.Option("--steps-per-epoch")] = 100,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 2,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW peak learning rate.")] = 1e-4,
+    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 1e-5,
+    warmup: Annotated[int, typer.Option("--warmup", help="Warm-up steps before the cosine.")] = 100,
+    spacing: Annotated[float, typer.Option("--spacing", help="Voxel size (mm) the net works at.")
+                       ] = 2.0,
+    patch: Annotated[str, typer.Option("--patch", help="Patch in voxels (Swin-UNETR: multiples "
+                                       "of 32).")] = "64,64,64",
+    channels: Annotated[str, typer.Option("--channels", help="Res U-Net channels per level.")
+                        ] = "16,32,64,128,256",
+    feature_size: Annotated[int, typer.Option("--feature-size", help="Swin-UNETR width "
+                                              "(multiple of 12; the study used 48).")] = 12,
+    val_cases: Annotated[int, typer.Option("--val-cases", help="Val sessions scored per epoch.")
+                         ] = 4,
+    test_cases: Annotated[int, typer.Option("--test-cases", help="Test sessions scored at the "
+                                            "end (0 = all, -1 = none).")] = 0,
+    amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="Mixed precision "
+                                                "(default: on with CUDA).", show_default=False)
+                   ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in -o from its "
+                                         "last checkpoint.")] = False,
+    device: Device = "auto",
+    seed: Seed = 0,
+    quiet: Quiet = False,
+    as_json: Json = False,
+) -> None:
+    """Train a segmentation net (Res U-Net or Swin-UNETR) on a labelled cohort.
+
+    Splits patients into train/val/test (70/10/20 %, seeded, split.json), trains on patches
+    biased to tumour with Dice + BCE on the TC/WT/ET regions, keeps the best validation epoch,
+    and scores the test sessions at the end into card.md. Under torchrun it runs data-parallel.
+
+    Examples:
+      tumor train segment --data cohort -o models/my-resunet --epochs 30
+      tumor train segment --data cohort -o runs/swin --model swinunetr --resume
+      torchrun --nproc_per_node 4 -m tumorcli train segment --data cohort -o runs/ddp
+    """
+    start(quiet, as_json)
+    from tumorcli.errors import BadInput
+
+    if not data.is_dir():
+        raise BadInput(f"{data}: --data folder not found", "give a cohort folder")
+    if output.exists() and any(output.iterdir()) and not resume:
+        raise BadInput(f"{output}: already holds files",
+                       "add --resume to continue that run, or choose a new folder")
+    if resume and not (output / "checkpoint.json").is_file():
+        raise BadInput(f"{output}: no checkpoint to resume from",
+                       "drop --resume to start a new training run")
+    for name, value in (("--epochs", epochs), ("--steps-per-epoch", steps_per_epoch),
+                        ("--batch-size", batch_size)):
+        if value < 1:
+            raise BadInput(f"{name} {value}: must be at least 1", f"e.g. {name} 2")
+    patch_voxels = _ints(patch, "--patch", 3)
+    if model is SegArchitecture.swinunetr and any(n % 32 for n in patch_voxels):
+        raise BadInput(f"--patch {patch}: Swin-UNETR needs multiples of 32", "e.g. --patch 64,64,64")
+    if model is SegArchitecture.swinunetr and feature_size % 12:
+        raise BadInput(f"--feature-size {feature_size}: must be a multiple of 12", "e.g. 12, 24, 48")
+
+    from tumorcli.nets.segmentation import SegNetConfig
+    from tumorcli.progress import task
+    from tumorcli.runtime import resolve_device
+    from tumorcli.train.segment import SegTrainConfig, train_segmentation
+
+    if resume:
+        from tumorcli.nets.weights import read_config
+
+        saved = read_config(output)
+        net_config = SegNetConfig.from_dict(saved)
+        config = SegTrainConfig(**{**saved["training"], "epochs": epochs})
+    else:
+        net_config = SegNetConfig(architecture=model.value, spacing_mm=spacing,
+                                  patch=patch_voxels, channels=_ints(channels, "--channels"),
+                                  feature_size=feature_size)
+        config = SegTrainConfig(
+            data=str(data), epochs=epochs, steps_per_epoch=steps_per_epoch,
+            batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup,
+            val_cases=val_cases, test_cases=test_cases, amp=amp, seed=seed,
+            command=(f"tumor train segment --data {data} -o {output} --model {model.value} "
+                     f"--epochs {epochs} --steps-per-epoch {steps_per_epoch} --batch-size "
+                     f"{batch_size} --lr {lr:g} --weight-decay {weight_decay:g} --warmup {warmup} "
+                     f"--spacing {spacing:g} --patch {patch} --channels {channels} "
+                     f"--feature-size {feature_size} --val-cases {val_cases} --seed {seed}"))
+    say = (lambda text: None) if quiet or as_json else (lambda text: console().print(text))
+    with task(f"Training {net_config.architecture}",
+              total=config.epochs * config.steps_per_epoch) as advance:
+        summary = train_segmentation(net_config, config, output, resolve_device(device),
+                                     resume=resume, advance=advance, say=say)
+    if summary["rank"] == 0:  # under torchrun, one rank reports
+        finish(summary, as_json=as_json, quiet=quiet, human=_show)
+
+
+def _show(summary: dict) -> None:
+    test = summary.get("test") or {}
+    text = (f"best val Dice {summary['best_val_dice']:.3f} at epoch {summary['best_epoch']}; "
+            f"model in {summary['output']}")
+    if test.get("cases"):
+        text += ("; test Dice " + "/".join(f"{r['dice']:.3f}" for r in test["regions"].values())
+                 + " (TC/WT/ET)")
+    console().print(text)

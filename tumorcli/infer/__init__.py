@@ -1,0 +1,1 @@
+"""Inference: load a model, run it over a volume, assemble the output."""

@@ -1,0 +1,104 @@
+"""Segmentation inference: a model folder -> BraTS labels on the input grid.
+
+The input goes through `prepare` (same as training), the net runs as a sliding window with
+Gaussian blending (optionally averaged over the 8 axis flips, as nnU-Net's mirroring), and the
+region probabilities are resampled back onto the input grid before thresholding, so the labels
+land on the input file's own grid and affine.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tumorcli.errors import BadInput
+from tumorcli.infer.prepare import onto_grid, prepare
+from tumorcli.io.volume import Volume
+from tumorcli.nets.segmentation import SegNetConfig, build_segnet, labels_from_regions
+from tumorcli.nets.weights import WEIGHTS, load_weights, read_config
+
+ALIASES = {"resunet": "seg-resunet", "swinunetr": "seg-swinunetr"}
+
+
+def find_model_folder(name_or_path: str) -> Path:
+    """A model folder from a path, a model name (see `tumor info`) or an alias (resunet,
+    swinunetr); BadInput listing what exists."""
+    from tumorcli.io.models import find_models
+
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    wanted = ALIASES.get(name_or_path, name_or_path)
+    models = find_models()
+    for entry in models:
+        if entry.name == wanted:
+            return entry.path
+    names = ", ".join(m.name for m in models) or "none"
+    raise BadInput(f"--model {name_or_path}: no such model folder or model name (found: {names})",
+                   "train one with tumor train segment, or give the folder path")
+
+
+class Segmenter:
+    """A loaded segmentation net. probabilities(): (C, X, Y, Z) net-grid input -> (3, X, Y, Z)."""
+
+    def __init__(self, net: torch.nn.Module, config: SegNetConfig, device: torch.device,
+                 overlap: float = 0.5) -> None:
+        self.net, self.config, self.device, self.overlap = net.eval(), config, device, overlap
+
+    @staticmethod
+    def load(folder: Path, device: torch.device, overlap: float = 0.5) -> "Segmenter":
+        data = read_config(folder)
+        if data.get("kind") != "segmentation":
+            raise BadInput(f"{folder}: a {data.get('kind', 'unknown')} model, not a segmentation "
+                           "model", "pick a model made by tumor train segment")
+        config = SegNetConfig.from_dict(data)
+        net = load_weights(build_segnet(config), Path(folder) / WEIGHTS)
+        return Segmenter(net.to(device), config, device, overlap)
+
+    @torch.no_grad()
+    def probabilities(self, image: np.ndarray, tta: bool = False) -> torch.Tensor:
+        from monai.inferers import sliding_window_inference
+
+        batch = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None].to(self.device)
+        flips = [axes for n in range(4) for axes in itertools.combinations((2, 3, 4), n)] \
+            if tta else [()]
+        total = torch.zeros((len(self.config.regions), *image.shape[1:]), device=self.device)
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.device.type == "cuda"):
+            for axes in flips:
+                flipped = torch.flip(batch, axes) if axes else batch
+                logits = sliding_window_inference(
+                    flipped, self.config.patch, sw_batch_size=2, predictor=self.net,
+                    overlap=self.overlap, mode="gaussian", padding_mode="constant")
+                logits = torch.flip(logits, axes) if axes else logits
+                total += torch.sigmoid(logits[0].float())
+        return (total / len(flips)).cpu()
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    labels: Volume          # (X, Y, Z) uint8 BraTS labels on the input grid
+    probabilities: Volume   # (X, Y, Z, 3) float32 TC/WT/ET probabilities on the input grid
+
+
+def segment_volumes(segmenter: Segmenter, volumes: dict[str, Volume], tta: bool = False
+                    ) -> Segmentation:
+    """Labels and region probabilities for one subject's co-registered modalities."""
+    config = segmenter.config
+    prepared = prepare(volumes, config.modalities, config.spacing_mm)
+    on_net = segmenter.probabilities(prepared.image, tta).numpy()
+    source = prepared.source_grid
+    regions = np.stack([onto_grid(channel, prepared.grid, source) for channel in on_net], -1)
+    brain = np.zeros(source.shape, bool)
+    for volume in volumes.values():
+        brain |= np.asarray(volume.array) != 0
+    regions[~brain] = 0
+    labels = labels_from_regions(torch.from_numpy(np.moveaxis(regions, -1, 0))).numpy()
+    reference = volumes[config.modalities[1] if "t1c" not in volumes else "t1c"]
+    labels_volume = Volume(labels, source.affine, reference.header, source=reference.source)
+    probability_volume = Volume(regions.astype(np.float32), source.affine, None,
+                                source=reference.source)
+    return Segmentation(labels_volume, probability_volume)

@@ -1,0 +1,1 @@
+"""Training: data, the visible loops, checkpoints."""

@@ -1,0 +1,167 @@
+"""`tumor train segment`: the segmentation training loop, on one screen.
+
+data (seeded patient split, tumour-biased patches) -> net -> Dice + BCE over the TC/WT/ET
+regions -> AdamW (warm-up + cosine, a pure function of the step) -> every epoch: validation
+Dice on whole val cases, CSV log row, best weights (fp16 safetensors) and a resumable checkpoint.
+At the end the best weights are scored on the held-out test cases through the same inference
+path `tumor segment` uses, and the numbers go into card.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from tumorcli.nets.segmentation import SegNetConfig, build_segnet, parameter_count, regions_from_labels
+from tumorcli.train import distributed
+from tumorcli.train.checkpoint import load_checkpoint, save_checkpoint
+from tumorcli.train.data import (find_cases, load_case, read_split, sample_patches, split_cases,
+                                 write_split)
+from tumorcli.train.schedule import lr_at
+
+LOG = "train_log.csv"
+LOG_COLUMNS = ("epoch", "step", "lr", "train_loss", "val_dice_tc", "val_dice_wt", "val_dice_et",
+               "val_dice_mean", "seconds")
+
+
+@dataclass(frozen=True)
+class SegTrainConfig:
+    data: str
+    epochs: int = 30
+    steps_per_epoch: int = 100
+    batch_size: int = 2
+    lr: float = 1e-4                 # AdamW, as in the study
+    weight_decay: float = 1e-5
+    warmup_steps: int = 100
+    val_cases: int = 8               # whole cases scored each epoch
+    test_cases: int = 0              # 0 = every test case at the end; -1 = none
+    amp: bool | None = None          # None: on for CUDA (bf16, or fp16 with a grad scaler)
+    seed: int = 0
+    command: str = ""
+
+
+def train_segmentation(net_config: SegNetConfig, config: SegTrainConfig, out: Path,
+                       device: torch.device, resume: bool = False,
+                       advance: Callable[..., None] = lambda steps=1: None,
+                       say: Callable[[str], None] = print) -> dict:
+    """Train, validate, checkpoint into `out`; returns the summary (best val Dice, test scores)."""
+    from monai.losses import DiceLoss
+
+    from tumorcli.nets.weights import WEIGHTS, save_weights, write_config
+    from tumorcli.runtime import seed_everything
+
+    rank, world, device = distributed.setup(device)
+    out.mkdir(parents=True, exist_ok=True)
+    cases = {case.name: case for case in find_cases(Path(config.data))}
+    if resume:
+        split = read_split(out)
+    else:
+        split = split_cases(list(cases.values()), config.seed)
+        if rank == 0:
+            write_split(out, split, Path(config.data), config.seed)
+            write_config(out, {**net_config.to_dict(), "training": asdict(config)})
+    say(f"{len(split['train'])} train / {len(split['val'])} val / {len(split['test'])} test cases")
+    train = [load_case(cases[n], net_config.modalities, net_config.spacing_mm)
+             for n in split["train"]]
+    val = [load_case(cases[n], net_config.modalities, net_config.spacing_mm)
+           for n in split["val"][:config.val_cases]] if rank == 0 else []
+
+    seed_everything(config.seed)
+    net = build_segnet(net_config).to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    state = {"step": 0, "epoch": 0, "best_val_dice": -1.0, "best_epoch": 0}
+    if resume:
+        state = load_checkpoint(out, net, optimizer)
+        say(f"resumed at epoch {state['epoch']} (step {state['step']})")
+    model = distributed.wrap(net, device)
+    dice_loss = DiceLoss(sigmoid=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
+    bce_loss = torch.nn.BCEWithLogitsLoss()
+    use_amp = device.type == "cuda" if config.amp is None else config.amp
+    half = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and half == torch.float16)
+    total_steps = config.epochs * config.steps_per_epoch
+    advance(state["step"])
+    began, losses = time.perf_counter(), []
+
+    for step in range(state["step"], total_steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, total_steps, config.lr, config.warmup_steps)
+        rng = np.random.default_rng([config.seed, step, rank])   # resumable, per-rank stream
+        images, labels = sample_patches(train, config.batch_size, net_config.patch, rng)
+        images = torch.from_numpy(images).to(device)               # (B, 4, *patch)
+        targets = regions_from_labels(torch.from_numpy(labels).to(device))  # (B, 3, *patch)
+        with torch.autocast(device.type, half, enabled=use_amp):
+            logits = model(images)
+        loss = dice_loss(logits.float(), targets) + bce_loss(logits.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(float(loss.detach()))
+        advance()
+
+        if (step + 1) % config.steps_per_epoch == 0:
+            epoch = (step + 1) // config.steps_per_epoch
+            if rank == 0:
+                scores = validate(net, net_config, val, device)
+                mean = float(np.mean(scores)) if scores else float("nan")
+                row = [epoch, step + 1, optimizer.param_groups[0]["lr"], float(np.mean(losses)),
+                       *scores, mean, round(time.perf_counter() - began, 1)]
+                _log(out / LOG, row)
+                if not scores or mean > state["best_val_dice"]:
+                    state.update(best_val_dice=mean, best_epoch=epoch)
+                    save_weights(net, out / WEIGHTS)
+                state.update(step=step + 1, epoch=epoch)
+                save_checkpoint(out, net, optimizer, state)
+                say(f"epoch {epoch}: loss {np.mean(losses):.4f}, val Dice TC/WT/ET "
+                    f"{'/'.join(f'{s:.3f}' for s in scores)} (best {state['best_val_dice']:.3f} "
+                    f"at epoch {state['best_epoch']})")
+            losses = []
+            distributed.barrier()
+
+    summary = {"output": str(out), "rank": rank, "parameters": parameter_count(net), **state,
+               "seconds": round(time.perf_counter() - began, 1)}
+    if rank == 0 and config.test_cases >= 0:
+        from tumorcli.train.card import score_test_cases, write_segmentation_card
+
+        names = split["test"][:config.test_cases or None]
+        summary["test"] = score_test_cases(out, [cases[n] for n in names], device)
+        write_segmentation_card(out, net_config, config, summary, split)
+    distributed.finish()
+    return summary
+
+
+@torch.no_grad()
+def validate(net: torch.nn.Module, net_config: SegNetConfig, cases: list, device) -> list[float]:
+    """Mean Dice of TC, WT, ET over whole `cases` (sliding window on the net grid)."""
+    from tumorcli.infer.segment import Segmenter
+
+    if not cases:
+        return []
+    was_training = net.training
+    segmenter = Segmenter(net, net_config, device, overlap=0.25)  # enough to rank epochs
+    dice = []
+    for case in cases:
+        probabilities = segmenter.probabilities(case.image.astype(np.float32))
+        predicted = probabilities >= 0.5                                   # (3, X, Y, Z)
+        truth = regions_from_labels(torch.from_numpy(case.labels)).bool()  # (3, X, Y, Z)
+        both = (predicted & truth).flatten(1).sum(1).float()
+        sizes = predicted.flatten(1).sum(1).float() + truth.flatten(1).sum(1).float()
+        dice.append(torch.where(sizes > 0, 2 * both / sizes.clamp(min=1), 1.0))
+    net.train(was_training)
+    return [float(v) for v in torch.stack(dice).mean(0)]
+
+
+def _log(path: Path, row: list) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as stream:
+        writer = csv.writer(stream)
+        if new:
+            writer.writerow(LOG_COLUMNS)
+        writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
