@@ -18,8 +18,8 @@ import typer
 from typer.core import TyperGroup
 
 from tumorcli import __version__
-from tumorcli.cli import (convert, evaluate, info, preprocess, segment, synth_cohort, train,
-                          volumes)
+from tumorcli.cli import (convert, evaluate, evaluate_image, info, predict_post, preprocess,
+                          segment, synth_cohort, train, volumes)
 
 EXIT_CODES = "Exit codes: 0 ok, 1 failure, 2 bad input, 3 partial batch (some subjects failed)."
 
@@ -133,6 +133,8 @@ app.command("preprocess")(preprocess.preprocess)
 app.command("segment")(segment.segment)
 app.command("volumes")(volumes.volumes)
 app.command("evaluate")(evaluate.evaluate)
+app.command("evaluate-image")(evaluate_image.evaluate_image)
+app.command("predict-post")(predict_post.predict_post)
 app.command("info")(info.info)
 app.command("synth-cohort")(synth_cohort.synth_cohort)
 app.add_typer(train.train_app, name="train")

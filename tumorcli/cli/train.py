@@ -81,14 +81,7 @@ def segment(
     start(quiet, as_json)
     from tumorcli.errors import BadInput
 
-    if not data.is_dir():
-        raise BadInput(f"{data}: --data folder not found", "give a cohort folder")
-    if output.exists() and any(output.iterdir()) and not resume:
-        raise BadInput(f"{output}: already holds files",
-                       "add --resume to continue that run, or choose a new folder")
-    if resume and not (output / "checkpoint.json").is_file():
-        raise BadInput(f"{output}: no checkpoint to resume from",
-                       "drop --resume to start a new training run")
+    _check_run_folder(data, output, resume)
     for name, value in (("--epochs", epochs), ("--steps-per-epoch", steps_per_epoch),
                         ("--batch-size", batch_size)):
         if value < 1:
@@ -140,3 +133,92 @@ def _show(summary: dict) -> None:
         text += ("; test Dice " + "/".join(f"{r['dice']:.3f}" for r in test["regions"].values())
                  + " (TC/WT/ET)")
     console().print(text)
+
+
+@train_app.command("predict-post")
+def predict_post(
+    data: Annotated[Path, typer.Option("--data", help="Cohort folder: case folders with "
+                                       "sessions and cohort.csv (survival_class).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Model folder to write.")],
+    autoencoder_steps: Annotated[int, typer.Option("--autoencoder-steps")] = 2000,
+    denoiser_steps: Annotated[int, typer.Option("--denoiser-steps")] = 4000,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Slices per step.")] = 16,
+    lr: Annotated[float, typer.Option("--lr", help="Denoiser AdamW learning rate.")] = 2e-4,
+    spacing: Annotated[float, typer.Option("--spacing", help="Slice pixel size (mm).")] = 2.0,
+    ae_channels: Annotated[str, typer.Option("--ae-channels")] = "16,32,64",
+    unet_channels: Annotated[str, typer.Option("--unet-channels")] = "32,64,64",
+    prediction: Annotated[str, typer.Option("--prediction", help="v_prediction or epsilon.")
+                          ] = "v_prediction",
+    class_dropout: Annotated[float, typer.Option("--class-dropout", help="P(survival class "
+                                                 "dropped) for guidance.")] = 0.15,
+    warmup: Annotated[int, typer.Option("--warmup", help="Warm-up steps of each stage.")] = 100,
+    ema_decay: Annotated[float, typer.Option("--ema-decay", help="EMA of the denoiser weights "
+                                             "(0 = the last weights).")] = 0.999,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every")] = 250,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint "
+                                         "(either stage).")] = False,
+    device: Device = "auto",
+    seed: Seed = 0,
+    quiet: Quiet = False,
+    as_json: Json = False,
+) -> None:
+    """Train the predict-post latent diffusion model: the slice autoencoder, then the denoiser.
+
+    Pairs are each patient's first session with a mask (pre) and the next session (post); the
+    survival class comes from cohort.csv. The denoiser's EMA weights are what ships.
+
+    Examples:
+      tumor train predict-post --data cohort -o models/my-predict-post
+      tumor train predict-post --data cohort -o runs/post --resume
+    """
+    start(quiet, as_json)
+    from tumorcli.errors import BadInput
+
+    _check_run_folder(data, output, resume)
+    for name, value in (("--autoencoder-steps", autoencoder_steps),
+                        ("--denoiser-steps", denoiser_steps), ("--batch-size", batch_size),
+                        ("--checkpoint-every", checkpoint_every)):
+        if value < 1:
+            raise BadInput(f"{name} {value}: must be at least 1", f"e.g. {name} 100")
+    if prediction not in ("v_prediction", "epsilon"):
+        raise BadInput(f"--prediction {prediction}: expected v_prediction or epsilon",
+                       "v_prediction is the default")
+
+    from tumorcli.nets.latent_diffusion import AutoencoderConfig, DenoiserConfig, PostModelConfig
+    from tumorcli.progress import task
+    from tumorcli.runtime import resolve_device
+    from tumorcli.train.predict_post import PostTrainConfig, train_post_model
+
+    unet = _ints(unet_channels, "--unet-channels")
+    model = PostModelConfig(
+        spacing_mm=spacing, prediction=prediction,
+        autoencoder=AutoencoderConfig(channels=_ints(ae_channels, "--ae-channels")),
+        denoiser=DenoiserConfig(channels=unet, attention=(False,) * (len(unet) - 1) + (True,)))
+    config = PostTrainConfig(
+        data=str(data), autoencoder_steps=autoencoder_steps, denoiser_steps=denoiser_steps,
+        batch_size=batch_size, lr=lr, class_dropout=class_dropout, warmup_steps=warmup,
+        ema_decay=ema_decay, checkpoint_every=checkpoint_every, seed=seed,
+        command=(f"tumor train predict-post --data {data} -o {output} --autoencoder-steps "
+                 f"{autoencoder_steps} --denoiser-steps {denoiser_steps} --batch-size "
+                 f"{batch_size} --lr {lr:g} --spacing {spacing:g} --ae-channels {ae_channels} "
+                 f"--unet-channels {unet_channels} --prediction {prediction} --warmup {warmup} "
+                 f"--ema-decay {ema_decay:g} --seed {seed}"))
+    say = (lambda text: None) if quiet or as_json else (lambda text: console().print(text))
+    with task("Training predict-post", total=autoencoder_steps + denoiser_steps) as advance:
+        summary = train_post_model(model, config, output, resolve_device(device), resume=resume,
+                                   advance=advance, say=say)
+    finish(summary, as_json=as_json, quiet=quiet,
+           human=lambda s: console().print(f"model in {s['output']} ({s['seconds']} s)"))
+
+
+def _check_run_folder(data: Path, output: Path, resume: bool) -> None:
+    from tumorcli.errors import BadInput
+
+    if not data.is_dir():
+        raise BadInput(f"{data}: --data folder not found", "give a cohort folder")
+    if output.exists() and any(output.iterdir()) and not resume:
+        raise BadInput(f"{output}: already holds files",
+                       "add --resume to continue that run, or choose a new folder")
+    if resume and not (output / "checkpoint.json").is_file():
+        raise BadInput(f"{output}: no checkpoint to resume from",
+                       "drop --resume to start a new training run")

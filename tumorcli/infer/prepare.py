@@ -25,12 +25,15 @@ MAX_BRAIN_FRACTION = 0.97  # above this, the image still has its head: not skull
 @dataclass(frozen=True)
 class Prepared:
     """image: (C, X, Y, Z) float32 on `grid` (the net's grid); brain: (X, Y, Z) bool there;
-    source_grid: the grid of the input files, where outputs go back to."""
+    source_grid: the grid of the input files, where outputs go back to; means, sds: each
+    channel's brain mean and sd in input units (image = (input − mean) / sd in the brain)."""
 
     image: np.ndarray
     brain: np.ndarray
     grid: Grid
     source_grid: Grid
+    means: tuple[float, ...] = ()
+    sds: tuple[float, ...] = ()
 
 
 def check_same_grid(volumes: dict[str, Volume]) -> Grid:
@@ -118,8 +121,10 @@ def prepare(volumes: dict[str, Volume], modalities: tuple[str, ...], spacing_mm:
                        "(the models were trained on skull-stripped scans, as BraTS)",
                        "run tumor preprocess first (it co-registers and skull-strips)")
     image = np.zeros((len(channels), *target.shape), np.float32)  # (C, X, Y, Z), 0 outside
+    means, sds = [], []
     for index, channel in enumerate(channels):
         inside = channel[brain]
-        scale = float(inside.std()) or 1.0
-        image[index][brain] = (inside - float(inside.mean())) / scale
-    return Prepared(image, brain, target, source)
+        means.append(float(inside.mean()))
+        sds.append(float(inside.std()) or 1.0)
+        image[index][brain] = (inside - means[-1]) / sds[-1]
+    return Prepared(image, brain, target, source, tuple(means), tuple(sds))

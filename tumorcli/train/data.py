@@ -52,9 +52,10 @@ def find_cases(root: Path) -> list[Case]:
     return cases
 
 
-def split_cases(cases: list[Case], seed: int, fractions=(0.7, 0.1, 0.2)) -> dict[str, list[str]]:
-    """{'train'|'val'|'test': [case names]}: patients shuffled with `seed`, then cut by
-    `fractions` (at least one patient each for val and test when there are 3+ patients)."""
+def split_cases(cases: list, seed: int, fractions=(0.7, 0.1, 0.2)) -> dict[str, list[str]]:
+    """{"train"|"val"|"test": [names]} for items with .name and .patient: patients shuffled
+    with `seed`, then cut by `fractions` (at least one patient each for val and test when
+    there are 3+ patients)."""
     patients = sorted({case.patient for case in cases})
     order = np.random.default_rng(seed).permutation(len(patients))
     shuffled = [patients[i] for i in order]

@@ -1,0 +1,176 @@
+"""`tumor train predict-post` and `tumor predict-post` on a tiny cohort: both stages, resume,
+outputs on the input grid and scale, determinism, guidance wiring, and one red line for bad input.
+
+The tiny model learns nothing useful in a few steps; these tests pin the plumbing. Quality is
+measured by benchmarks/predict_post_quality.py on held-out synthetic patients."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from seg_factory import write_cohort
+from tumorcli.cli.app import app
+from tumorcli.io.volume import load_volume
+
+runner = CliRunner()
+TINY = ["--ae-channels", "16,16,16", "--unet-channels", "16,32,32", "--batch-size", "4",
+        "--checkpoint-every", "2", "--warmup", "1", "--lr", "1e-2", "--ema-decay", "0"]
+
+
+@pytest.fixture(scope="module")
+def post_cohort(tmp_path_factory) -> Path:
+    root = write_cohort(tmp_path_factory.mktemp("post_cohort"), patients=4, sessions=2)
+    with open(root / "cohort.csv", "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["subject", "session", "survival_class"])
+        for patient in range(1, 5):
+            for session in ("000", "001"):
+                writer.writerow([f"BraTS-GLI-{patient:05d}", session,
+                                 "short" if patient % 2 else "long"])
+    return root
+
+
+@pytest.fixture(scope="module")
+def post_model(post_cohort, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("post_models") / "tiny-post"
+    result = runner.invoke(app, ["train", "predict-post", "--data", str(post_cohort), "-o",
+                                 str(out), "--autoencoder-steps", "4", "--denoiser-steps", "4",
+                                 *TINY, "--json"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def case_files(cohort: Path, patient: int = 1) -> tuple[Path, Path]:
+    case = cohort / f"BraTS-GLI-{patient:05d}-000"
+    return case / f"{case.name}-t1c.nii.gz", case / f"{case.name}-seg.nii.gz"
+
+
+def predict(model: Path, pre: Path, mask: Path, out: Path, *args: str):
+    return runner.invoke(app, ["predict-post", "--pre", str(pre), "--mask", str(mask), "-o",
+                               str(out), "--model", str(model), "--steps", "3", *args])
+
+
+def test_training_writes_both_stages_in_fp16_with_the_latent_scale(post_model):
+    from safetensors.torch import load_file
+
+    for name in ("autoencoder.safetensors", "denoiser.safetensors"):
+        tensors = load_file(str(post_model / name))
+        assert {t.dtype for t in tensors.values() if t.is_floating_point()} == {torch.float16}
+    config = json.loads((post_model / "config.json").read_text())
+    assert config["kind"] == "predict-post" and config["latent_scale"] > 0
+    assert config["latent_scale"] != 1.0   # set from the stage-1 latents
+    stages = [row["stage"] for row in csv.DictReader(open(post_model / "train_log.csv"))]
+    assert stages == ["autoencoder", "autoencoder", "denoiser", "denoiser"]
+
+
+def test_a_run_stopped_after_stage_one_resumes_into_the_denoiser(post_cohort, tmp_path):
+    out = tmp_path / "post"
+    first = runner.invoke(app, ["train", "predict-post", "--data", str(post_cohort), "-o",
+                                str(out), "--autoencoder-steps", "2", "--denoiser-steps", "2",
+                                *TINY, "-q"])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, ["train", "predict-post", "--data", str(post_cohort), "-o",
+                                str(out), "--autoencoder-steps", "2", "--denoiser-steps", "4",
+                                *TINY, "--resume", "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["step"] == 4
+    stages = [(row["stage"], row["step"]) for row in csv.DictReader(open(out / "train_log.csv"))]
+    assert stages[-2:] == [("denoiser", "2"), ("denoiser", "4")]
+
+
+def test_prediction_lands_on_the_pre_grid_in_its_intensity_scale(post_model, post_cohort,
+                                                                 tmp_path):
+    pre, mask = case_files(post_cohort)
+    result = predict(post_model, pre, mask, tmp_path / "post.nii.gz", "--survival", "short",
+                     "--json")
+    assert result.exit_code == 0, result.output
+    prediction, scan = load_volume(tmp_path / "post.nii.gz"), load_volume(pre)
+    assert prediction.shape == scan.shape and np.allclose(prediction.affine, scan.affine)
+    brain = scan.array > 0
+    assert not prediction.array[~brain].any()
+    # z-scores are mapped back with the pre scan's brain mean and sd
+    assert abs(prediction.array[brain].mean() - scan.array[brain].mean()) \
+        < 3 * scan.array[brain].std()
+    assert json.loads(result.stdout)["sampler"] == "dpmpp"
+
+
+def test_same_seed_same_volume_and_another_seed_another(post_model, post_cohort, tmp_path):
+    pre, mask = case_files(post_cohort)
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        result = predict(post_model, pre, mask, tmp_path / f"{name}.nii.gz", "--survival",
+                         "long", "--seed", seed, "-q")
+        assert result.exit_code == 0, result.output
+    a, b, c = (load_volume(tmp_path / f"{n}.nii.gz").array for n in "abc")
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_the_survival_class_and_guidance_change_the_prediction(post_model, post_cohort,
+                                                               tmp_path):
+    pre, mask = case_files(post_cohort)
+    outputs = {}
+    for survival, guidance in (("short", "2"), ("long", "2"), ("short", "1"), ("none", "2")):
+        out = tmp_path / f"{survival}-{guidance}.nii.gz"
+        result = predict(post_model, pre, mask, out, "--survival", survival, "--guidance",
+                         guidance, "-q")
+        assert result.exit_code == 0, result.output
+        outputs[survival, guidance] = load_volume(out).array
+    assert not np.array_equal(outputs["short", "2"], outputs["long", "2"])
+    assert not np.array_equal(outputs["short", "2"], outputs["short", "1"])
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_samples_give_a_mean_and_an_uncertainty_map(post_model, post_cohort, tmp_path, sampler):
+    pre, mask = case_files(post_cohort)
+    result = predict(post_model, pre, mask, tmp_path / "mean.nii.gz", "--survival", "short",
+                     "--samples", "2", "--uncertainty", str(tmp_path / "sd.nii.gz"),
+                     "--sampler", sampler, "-q")
+    assert result.exit_code == 0, result.output
+    sd = load_volume(tmp_path / "sd.nii.gz").array
+    brain = load_volume(pre).array > 0
+    assert sd.min() >= 0 and sd[brain].max() > 0 and not sd[~brain].any()
+
+
+def test_a_mask_on_another_grid_is_one_line_naming_it(post_model, post_cohort, tmp_path):
+    pre, mask = case_files(post_cohort)
+    image = nib.load(mask)
+    shifted = tmp_path / "shifted-seg.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), image.affine @ np.diag([1, 1, 1.5, 1])),
+             shifted)
+    result = predict(post_model, pre, shifted, tmp_path / "x.nii.gz", "--survival", "short")
+    assert result.exit_code == 2
+    assert "shifted-seg.nii.gz: the mask is not on the grid of" in result.output
+    assert not (tmp_path / "x.nii.gz").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "0"], "--steps 0: outside 1–1000"),
+    (["--uncertainty", "sd.nii.gz"], "needs ≥ 1, and ≥ 2 with --uncertainty"),
+    (["--guidance", "-1"], "--guidance -1.0: must be ≥ 0"),
+    (["--model", "nowhere"], "--model nowhere: no such model"),
+])
+def test_bad_options_are_bad_input(post_cohort, tmp_path, args, message):
+    pre, mask = case_files(post_cohort)
+    result = runner.invoke(app, ["predict-post", "--pre", str(pre), "--mask", str(mask), "-o",
+                                 str(tmp_path / "x.nii.gz"), "--survival", "short", *args])
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_a_segmentation_model_is_not_a_predict_post_model(tiny_segmenter, post_cohort, tmp_path):
+    pre, mask = case_files(post_cohort)
+    result = predict(tiny_segmenter[0], pre, mask, tmp_path / "x.nii.gz", "--survival", "short")
+    assert result.exit_code == 2 and "not a predict-post model" in result.output
+
+
+def test_a_cohort_without_survival_classes_is_bad_input(tmp_path):
+    root = write_cohort(tmp_path / "c", patients=2, sessions=2)
+    result = runner.invoke(app, ["train", "predict-post", "--data", str(root), "-o",
+                                 str(tmp_path / "m")])
+    assert result.exit_code == 2 and "no cohort.csv" in result.output
