@@ -82,10 +82,8 @@ def segment(
     from tumorcli.errors import BadInput
 
     _check_run_folder(data, output, resume)
-    for name, value in (("--epochs", epochs), ("--steps-per-epoch", steps_per_epoch),
-                        ("--batch-size", batch_size)):
-        if value < 1:
-            raise BadInput(f"{name} {value}: must be at least 1", f"e.g. {name} 2")
+    _at_least_one({"--epochs": epochs, "--steps-per-epoch": steps_per_epoch,
+                   "--batch-size": batch_size})
     patch_voxels = _ints(patch, "--patch", 3)
     if model is SegArchitecture.swinunetr and any(n % 32 for n in patch_voxels):
         raise BadInput(f"--patch {patch}: Swin-UNETR needs multiples of 32", "e.g. --patch 64,64,64")
@@ -175,11 +173,8 @@ def predict_post(
     from tumorcli.errors import BadInput
 
     _check_run_folder(data, output, resume)
-    for name, value in (("--autoencoder-steps", autoencoder_steps),
-                        ("--denoiser-steps", denoiser_steps), ("--batch-size", batch_size),
-                        ("--checkpoint-every", checkpoint_every)):
-        if value < 1:
-            raise BadInput(f"{name} {value}: must be at least 1", f"e.g. {name} 100")
+    _at_least_one({"--autoencoder-steps": autoencoder_steps, "--denoiser-steps": denoiser_steps,
+                   "--batch-size": batch_size, "--checkpoint-every": checkpoint_every})
     if prediction not in ("v_prediction", "epsilon"):
         raise BadInput(f"--prediction {prediction}: expected v_prediction or epsilon",
                        "v_prediction is the default")
@@ -209,6 +204,14 @@ def predict_post(
                                    advance=advance, say=say)
     finish(summary, as_json=as_json, quiet=quiet,
            human=lambda s: console().print(f"model in {s['output']} ({s['seconds']} s)"))
+
+
+def _at_least_one(options: dict[str, int]) -> None:
+    from tumorcli.errors import BadInput
+
+    for name, value in options.items():
+        if value < 1:
+            raise BadInput(f"{name} {value}: must be at least 1", f"e.g. {name} 2")
 
 
 def _check_run_folder(data: Path, output: Path, resume: bool) -> None:

@@ -51,8 +51,10 @@ class PostPredictor:
     @torch.no_grad()
     def predict(self, pre: Volume, mask: Volume, survival: str, *, guidance: float = 2.0,
                 steps: int = 20, sampler: str = "dpmpp", samples: int = 1, seed: int = 0,
-                batch: int = 64, advance=lambda steps=1: None) -> PostPrediction:
-        """The mean of `samples` predictions (and their sd) on `pre`'s grid."""
+                batch: int = 64, shared_noise: bool = True,
+                advance=lambda steps=1: None) -> PostPrediction:
+        """The mean of `samples` predictions (and their sd) on `pre`'s grid. shared_noise=False
+        draws independent noise per slice (only to measure what sharing buys)."""
         if pre.shape[:3] != mask.shape[:3] or not np.allclose(pre.affine, mask.affine, atol=1e-3):
             raise BadInput(f"{mask.source}: the mask is not on the grid of {pre.source}",
                            "segment the same scan, or carry the mask over with tumor preprocess")
@@ -72,11 +74,14 @@ class PostPredictor:
         predictions = []
         for sample in range(samples):
             generator = torch.Generator().manual_seed(seed * 1000 + sample)
-            shape = (1, config.autoencoder.latent_channels, *condition.shape[-2:])
-            noise = torch.randn(shape, generator=generator).to(self.device)  # shared by slices
-            latents = torch.cat([self._denoise(noise.expand(len(chunk), -1, -1, -1), chunk, label,
+            shape = (1 if shared_noise else len(condition), config.autoencoder.latent_channels,
+                     *condition.shape[-2:])
+            noise = torch.randn(shape, generator=generator).to(self.device)
+            noise = noise.expand(len(condition), -1, -1, -1)  # (K, C, h, w), one map shared
+            latents = torch.cat([self._denoise(noise[start:start + batch], chunk, label,
                                                guidance, steps, sampler, generator)
-                                 for chunk in condition.split(batch)])
+                                 for start, chunk in zip(range(0, len(condition), batch),
+                                                         condition.split(batch))])
             slices = torch.cat([self.autoencoder.decode(chunk / config.latent_scale)
                                 for chunk in latents.split(batch)]).float().cpu().numpy()
             volume = np.zeros(prepared.grid.shape, np.float32)

@@ -97,7 +97,7 @@ def segment_volumes(segmenter: Segmenter, volumes: dict[str, Volume], tta: bool 
         brain |= np.asarray(volume.array) != 0
     regions[~brain] = 0
     labels = labels_from_regions(torch.from_numpy(np.moveaxis(regions, -1, 0))).numpy()
-    reference = volumes[config.modalities[1] if "t1c" not in volumes else "t1c"]
+    reference = volumes.get("t1c") or volumes[config.modalities[0]]  # whose header to keep
     labels_volume = Volume(labels, source.affine, reference.header, source=reference.source)
     probability_volume = Volume(regions.astype(np.float32), source.affine, None,
                                 source=reference.source)

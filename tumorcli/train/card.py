@@ -42,6 +42,43 @@ def score_test_cases(folder: Path, cases: list, device: torch.device, tta: bool 
             "device": str(device), "tta": tta}
 
 
+def _by_session(metrics: Path) -> list[str]:
+    """Mean Dice / median HD95 per session number (case ids ending in -NNN), as card lines.
+    Follow-ups often have no TC/ET at all: any false positive there scores Dice 0, HD95 373."""
+    import csv
+    import re
+
+    rows = [row for row in csv.DictReader(open(metrics)) if row["case"] != "mean"]
+    sessions = sorted({m.group(1) for row in rows if (m := re.search(r"-(\d{3})$", row["case"]))})
+    if len(sessions) < 2:
+        return []
+    lines = ["By session (mean Dice / median HD95 mm):", "",
+             "| session | cases | TC | WT | ET |", "|---|---|---|---|---|"]
+    for session in sessions:
+        cells = []
+        for region in ("TC", "WT", "ET"):
+            own = [row for row in rows if row["case"].endswith("-" + session)
+                   and row["region"] == region]
+            cells.append(f"{np.mean([float(r['dice']) for r in own]):.3f} / "
+                         f"{np.median([float(r['hd95_mm']) for r in own]):.1f}")
+        lines.append(f"| {session} | {len(own)} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _cohort_command(data: Path) -> str | None:
+    """The `tumor synth-cohort` command that made `data`, from its cohort.json (None otherwise)."""
+    try:
+        saved = json.loads((data / "cohort.json").read_text())
+        settings = saved["config"]
+    except (OSError, ValueError, KeyError):
+        return None
+    if saved.get("generator") != "tumor synth-cohort":
+        return None
+    return (f"tumor synth-cohort -o {data.name} --subjects {settings['subjects']} --sessions "
+            f"{settings['sessions']} --space {settings['space']} --size {settings['size']} "
+            f"--seed {settings['seed']}" + ("" if settings.get("treated", True) else " --untreated"))
+
+
 def write_segmentation_card(folder: Path, net_config, config, summary: dict, split: dict) -> Path:
     """card.md: what the model is, the data and command that made it, and its held-out scores."""
     test = summary.get("test") or {}
@@ -70,6 +107,10 @@ def write_segmentation_card(folder: Path, net_config, config, summary: dict, spl
             lines.append(f"| {region} | {row['dice']:.3f} | {row['hd95_mm']:.2f} |")
         lines += ["", f"Mean Dice {test['mean_dice']:.3f}; {test['seconds_per_case']:.1f} s per "
                   f"case on {test['device']}. Per case: test_metrics.csv.", ""]
+        lines += _by_session(folder / TEST_METRICS)
+    made_by = _cohort_command(Path(config.data))
+    if made_by:
+        lines += [f"Data made by `{made_by}`.", ""]
     lines += ["Synthetic data only (tumor synth-cohort): these scores say the pipeline learns; "
               "they are not clinical performance.", ""]
     path = folder / "card.md"

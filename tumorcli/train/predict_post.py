@@ -114,7 +114,9 @@ def train_autoencoder(net, optimizer, train, val, config, state, out, device, ad
                                 config.warmup_steps)
         rng = np.random.default_rng([config.seed, 1, step])
         batch = images[rng.integers(len(images), size=config.batch_size)].to(device)  # (B,1,H,W)
-        reconstruction, mu, sigma = net(batch)
+        with autocast(device):
+            reconstruction, mu, sigma = net(batch)
+        reconstruction, mu, sigma = reconstruction.float(), mu.float(), sigma.float()
         data_range = float(batch.max() - batch.min()) or 1.0
         kl = 0.5 * (mu.pow(2) + sigma.pow(2) - torch.log(sigma.pow(2) + 1e-8) - 1).sum((1, 2, 3))
         loss = ((reconstruction - batch).abs().mean()
@@ -157,9 +159,10 @@ def train_denoiser(net, ema, optimizer, latents, model, config, state, out, devi
         noisy = schedule.add_noise(post, noise, t.to(device))
         target = schedule.velocity(post, noise, t.to(device)) \
             if model.prediction == "v_prediction" else noise
-        output = net(torch.cat([noisy, pre, mask], 1), t.to(device),
-                     class_labels=survival.to(device))
-        loss = torch.nn.functional.mse_loss(output, target)
+        with autocast(device):
+            output = net(torch.cat([noisy, pre, mask], 1), t.to(device),
+                         class_labels=survival.to(device))
+        loss = torch.nn.functional.mse_loss(output.float(), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -173,6 +176,11 @@ def train_denoiser(net, ema, optimizer, latents, model, config, state, out, devi
             say(f"denoiser step {step + 1}: loss {np.mean(losses):.4f}")
             losses = []
     state["stage"] = "done"
+
+
+def autocast(device: torch.device):
+    """bf16 mixed precision on CUDA (AMP); full precision on the CPU."""
+    return torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
 
 
 @torch.no_grad()

@@ -1,0 +1,101 @@
+"""Quality and speed of `tumor predict-post` on held-out synthetic patients, in one run.
+
+For each test patient of the model's split.json (pre = first session, post = the next):
+  1. the model with the true survival class (DPM-Solver++, 20 steps, guidance 2)
+  2. the model with the flipped class
+  3. the identity baseline (post = pre)
+  4. DDIM with 200 steps, true class (the quality cost of 20 steps)
+PSNR / SSIM (3D, brain only: voxels where the true post scan is not 0) as mean ± sd over
+patients; the class effect (predicted mean intensity inside the pre-treatment tumour mask, short
+minus long); slice coherence (mean |slice k+1 − slice k| in the brain, prediction over truth,
+with the noise map shared by all slices and with independent noise per slice); seconds per volume.
+
+Run: python benchmarks/predict_post_quality.py --data COHORT [--model predict-post]
+     [--patients 12] [--device auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def slice_roughness(volume: np.ndarray, brain: np.ndarray) -> float:
+    """Mean |v[:, :, k+1] − v[:, :, k]| over voxels in the brain on both slices."""
+    both = brain[:, :, 1:] & brain[:, :, :-1]
+    return float(np.abs(np.diff(volume, axis=2))[both].mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--model", default="predict-post")
+    parser.add_argument("--patients", type=int, default=12)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+
+    from tumorcli.infer.predict_post import PostPredictor
+    from tumorcli.infer.segment import find_model_folder
+    from tumorcli.io.volume import load_volume
+    from tumorcli.metrics.image import psnr, ssim
+    from tumorcli.runtime import resolve_device
+    from tumorcli.train.data import read_split
+    from tumorcli.train.post_data import find_pairs
+
+    folder = find_model_folder(args.model)
+    predictor = PostPredictor(folder, resolve_device(args.device))
+    test = set(read_split(folder)["test"])
+    pairs = [p for p in find_pairs(args.data) if p.name in test][:args.patients]
+    flip = {"short": "long", "long": "short"}
+    runs = {"true class, DPM++ 20": dict(steps=20, sampler="dpmpp"),
+            "flipped class, DPM++ 20": dict(steps=20, sampler="dpmpp", flipped=True),
+            "true class, DDIM 200": dict(steps=200, sampler="ddim")}
+    scores = {name: [] for name in (*runs, "identity (post = pre)")}
+    class_effect, seconds, roughness = [], [], {"shared": [], "independent": []}
+    for pair in pairs:
+        pre, mask, post = (load_volume(p) for p in (pair.pre_t1c, pair.pre_seg, pair.post_t1c))
+        brain = np.asarray(post.array) > 0
+        truth = np.asarray(post.array, np.float32)
+        scores["identity (post = pre)"].append(
+            (psnr(np.asarray(pre.array, np.float32), truth, brain),
+             ssim(np.asarray(pre.array, np.float32), truth, brain)))
+        predicted = {}
+        for name, run in runs.items():
+            survival = flip[pair.survival] if run.get("flipped") else pair.survival
+            began = time.perf_counter()
+            result = predictor.predict(pre, mask, survival, steps=run["steps"],
+                                       sampler=run["sampler"])
+            if name.startswith("true class, DPM"):
+                seconds.append(time.perf_counter() - began)
+            predicted[survival if name != "true class, DDIM 200" else "ddim"] = result.mean.array
+            scores[name].append((psnr(result.mean.array, truth, brain),
+                                 ssim(result.mean.array, truth, brain)))
+        tumour = np.asarray(mask.array) > 0
+        class_effect.append(float(predicted["short"][tumour].mean()
+                                  - predicted["long"][tumour].mean()))
+        independent = predictor.predict(pre, mask, pair.survival, shared_noise=False).mean.array
+        base = slice_roughness(truth, brain)
+        roughness["shared"].append(slice_roughness(predicted[pair.survival], brain) / base)
+        roughness["independent"].append(slice_roughness(independent, brain) / base)
+        print(f"{pair.name}: {pair.survival}, {seconds[-1]:.1f} s", flush=True)
+
+    print(f"\n{len(pairs)} held-out patients, model {folder}")
+    print(f"{'run':28} {'PSNR dB (mean ± sd)':>22} {'SSIM (mean ± sd)':>20}")
+    for name, values in scores.items():
+        p, s = np.array(values).T
+        print(f"{name:28} {p.mean():12.2f} ± {p.std(ddof=1):5.2f} {s.mean():12.3f} ± "
+              f"{s.std(ddof=1):5.3f}")
+    effect = np.array(class_effect)
+    print(f"class effect in the tumour (short − long predicted intensity): {effect.mean():.3f} "
+          f"± {effect.std(ddof=1):.3f}, positive in {int((effect > 0).sum())}/{len(effect)}")
+    print(f"slice roughness / truth: shared noise {np.mean(roughness['shared']):.3f}, "
+          f"independent noise {np.mean(roughness['independent']):.3f}")
+    print(f"seconds per volume (DPM++ 20, guidance 2): {np.mean(seconds):.1f}")
+
+
+if __name__ == "__main__":
+    main()
