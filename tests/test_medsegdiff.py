@@ -36,3 +36,14 @@ def test_output_has_the_mask_shape_and_depends_on_condition_and_timestep():
 def test_config_round_trips_through_a_dict():
     assert MedSegDiffConfig.from_dict(TINY.to_dict()) == TINY
     assert TINY.to_dict()["kind"] == "refiner"
+
+
+def test_the_3d_refiner_maps_mask_and_condition_to_x0_logits():
+    from tumorcli.nets.refiner3d import Refiner3DConfig, build_refiner3d
+
+    config = Refiner3DConfig(patch=16, channels=(16, 16, 32), groups=8, head_channels=16)
+    net = build_refiner3d(config)
+    x = torch.randn(1, 12, 16, 16, 16)
+    out = net(x, torch.tensor([100]))
+    assert out.shape == (1, 4, 16, 16, 16)
+    assert Refiner3DConfig.from_dict(config.to_dict()) == config
