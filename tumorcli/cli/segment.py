@@ -34,9 +34,9 @@ def segment(
     t2f: Annotated[Optional[Path], typer.Option("--t2f", help="FLAIR.", show_default=False)
                    ] = None,
     model: Annotated[str, typer.Option(
-        "--model", help="resunet or swinunetr (the shipped ones; resunet scores higher on "
-        "held-out synthetic patients, see models/), a model name from `tumor info` or a model "
-        "folder.")] = "resunet",
+        "--model", help="resunet (shipped, see models/seg-resunet/card.md), a model name from "
+        "`tumor info` (swinunetr once shipped) or a model folder from `tumor train segment`.")
+        ] = "resunet",
     tta: Annotated[bool, typer.Option("--tta", help="Average over the 8 axis flips (8× time).")
                    ] = False,
     overlap: Annotated[float, typer.Option("--overlap", help="Sliding-window overlap (0–0.9).")
