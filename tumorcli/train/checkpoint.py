@@ -49,12 +49,9 @@ def load_checkpoint(folder: Path, net: nn.Module, optimizer: torch.optim.Optimiz
     from safetensors.torch import load_file
 
     folder = Path(folder)
+    record = _read_record(folder)
     try:
-        record = json.loads((folder / STATE).read_text())
         tensors = load_file(str(folder / TENSORS))
-    except FileNotFoundError:
-        raise BadInput(f"{folder}: no checkpoint to resume from",
-                       "drop --resume to start a new training run") from None
     except (OSError, ValueError) as error:
         raise BadInput(f"{folder}: checkpoint unreadable ({first_line(error)})",
                        "start again in a new folder") from None
@@ -73,3 +70,31 @@ def load_checkpoint(folder: Path, net: nn.Module, optimizer: torch.optim.Optimiz
             state.setdefault(int(index), {})[name] = torch.tensor(value)
     optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
     return record
+
+
+def read_state(folder: Path) -> dict:
+    """The saved training state (step, stage, best, ...) without loading any tensor."""
+    return {k: v for k, v in _read_record(Path(folder)).items() if k != "optimizer"}
+
+
+def _read_record(folder: Path) -> dict:
+    try:
+        return json.loads((folder / STATE).read_text())
+    except FileNotFoundError:
+        raise BadInput(f"{folder}: no checkpoint to resume from",
+                       "drop --resume to start a new training run") from None
+    except (OSError, ValueError) as error:
+        raise BadInput(f"{folder}: checkpoint unreadable ({first_line(error)})",
+                       "start again in a new folder") from None
+
+
+def append_log(path: Path, columns: tuple[str, ...], row: list) -> None:
+    """One row of a training log CSV (header first when the file is new); floats to 6 digits."""
+    import csv
+
+    new = not Path(path).exists()
+    with open(path, "a", newline="") as stream:
+        writer = csv.writer(stream)
+        if new:
+            writer.writerow(columns)
+        writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])

@@ -6,7 +6,6 @@ checkpoint every `checkpoint_every` steps records the stage, so --resume picks u
 
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -18,13 +17,14 @@ import torch
 from tumorcli.nets.latent_diffusion import PostModelConfig, build_autoencoder, build_denoiser
 from tumorcli.nets.weights import load_weights, save_weights, write_config
 from tumorcli.samplers.schedule import NoiseSchedule
-from tumorcli.train.checkpoint import load_checkpoint, save_checkpoint
+from tumorcli.train.checkpoint import append_log, load_checkpoint, read_state, save_checkpoint
 from tumorcli.train.ema import EMA
 from tumorcli.train.post_data import find_pairs, load_pair
 from tumorcli.train.schedule import lr_at
 
 AUTOENCODER, DENOISER = "autoencoder.safetensors", "denoiser.safetensors"
 LOG = "train_log.csv"
+LOG_COLUMNS = ("stage", "step", "lr", "train_loss", "val_l1")
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def train_post_model(model: PostModelConfig, config: PostTrainConfig, out: Path,
         from tumorcli.nets.weights import read_config
 
         model = PostModelConfig.from_dict(read_config(out))
-        state = _peek_state(out)
+        state = read_state(out)
     if state["stage"] == "autoencoder":
         optimizer = torch.optim.AdamW(autoencoder.parameters(), lr=config.autoencoder_lr)
         if resume:
@@ -135,7 +135,9 @@ def train_autoencoder(net, optimizer, train, val, config, state, out, device, ad
                 net.train()
             val_l1 = float((reconstructed - held_out).abs().mean())
             state.update(step=step + 1, val_l1=val_l1)
-            _log(out, "autoencoder", step + 1, optimizer, np.mean(losses), val_l1)
+            append_log(out / LOG, LOG_COLUMNS, ["autoencoder", step + 1,
+                                                optimizer.param_groups[0]["lr"],
+                                                float(np.mean(losses)), val_l1])
             save_checkpoint(out, net, optimizer, state)
             say(f"autoencoder step {step + 1}: loss {np.mean(losses):.4f}, val L1 {val_l1:.4f}")
             losses = []
@@ -171,7 +173,9 @@ def train_denoiser(net, ema, optimizer, latents, model, config, state, out, devi
         advance()
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.denoiser_steps:
             state.update(step=step + 1)
-            _log(out, "denoiser", step + 1, optimizer, np.mean(losses), float("nan"))
+            append_log(out / LOG, LOG_COLUMNS, ["denoiser", step + 1,
+                                                optimizer.param_groups[0]["lr"],
+                                                float(np.mean(losses)), float("nan")])
             save_checkpoint(out, net, optimizer, state, {"ema": ema.net})
             say(f"denoiser step {step + 1}: loss {np.mean(losses):.4f}")
             losses = []
@@ -198,27 +202,3 @@ def encode_pairs(autoencoder, pairs, device) -> dict[str, torch.Tensor]:
         survival.append(torch.full((len(pair.pre),), pair.survival, dtype=torch.long))
     return {"pre": torch.cat(pre), "post": torch.cat(post), "mask": torch.cat(mask),
             "survival": torch.cat(survival)}
-
-
-def _peek_state(out: Path) -> dict:
-    import json
-
-    from tumorcli.errors import BadInput
-
-    try:
-        record = json.loads((out / "checkpoint.json").read_text())
-    except (OSError, ValueError):
-        raise BadInput(f"{out}: no checkpoint to resume from",
-                       "drop --resume to start a new training run") from None
-    return {k: v for k, v in record.items() if k != "optimizer"}
-
-
-def _log(out: Path, stage: str, step: int, optimizer, train_loss: float, val: float) -> None:
-    path = out / LOG
-    new = not path.exists()
-    with open(path, "a", newline="") as stream:
-        writer = csv.writer(stream)
-        if new:
-            writer.writerow(["stage", "step", "lr", "train_loss", "val_l1"])
-        writer.writerow([stage, step, f"{optimizer.param_groups[0]['lr']:.6g}",
-                         f"{train_loss:.6g}", f"{val:.6g}"])

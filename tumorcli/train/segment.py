@@ -9,7 +9,6 @@ path `tumor segment` uses, and the numbers go into card.md.
 
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 
 from tumorcli.nets.segmentation import SegNetConfig, build_segnet, parameter_count, regions_from_labels
 from tumorcli.train import distributed
-from tumorcli.train.checkpoint import load_checkpoint, save_checkpoint
+from tumorcli.train.checkpoint import append_log, load_checkpoint, save_checkpoint
 from tumorcli.train.data import (find_cases, load_case, read_split, sample_patches, split_cases,
                                  write_split)
 from tumorcli.train.schedule import lr_at
@@ -113,7 +112,7 @@ def train_segmentation(net_config: SegNetConfig, config: SegTrainConfig, out: Pa
                 mean = float(np.mean(scores)) if scores else float("nan")
                 row = [epoch, step + 1, optimizer.param_groups[0]["lr"], float(np.mean(losses)),
                        *scores, mean, round(time.perf_counter() - began, 1)]
-                _log(out / LOG, row)
+                append_log(out / LOG, LOG_COLUMNS, row)
                 if not scores or mean > state["best_val_dice"]:
                     state.update(best_val_dice=mean, best_epoch=epoch)
                     save_weights(net, out / WEIGHTS)
@@ -156,12 +155,3 @@ def validate(net: torch.nn.Module, net_config: SegNetConfig, cases: list, device
         dice.append(torch.where(sizes > 0, 2 * both / sizes.clamp(min=1), 1.0))
     net.train(was_training)
     return [float(v) for v in torch.stack(dice).mean(0)]
-
-
-def _log(path: Path, row: list) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as stream:
-        writer = csv.writer(stream)
-        if new:
-            writer.writerow(LOG_COLUMNS)
-        writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
