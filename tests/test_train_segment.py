@@ -110,6 +110,7 @@ def test_tiny_resunet_trained_from_the_cli_learns_the_tumour(tiny_segmenter):
     (["--epochs", "0"], "--epochs 0: must be at least 1"),
     (["--model", "swinunetr", "--patch", "48,48,48"], "Swin-UNETR needs multiples of 32"),
     (["--patch", "32,32"], "--patch 32,32: expected 3 positive integers"),
+    (["--model", "swinunetr", "--window", "0"], "--window 0: must be at least 1"),
     (["--resume"], "no checkpoint to resume from"),
 ])
 def test_bad_training_options_are_one_line_and_exit_2(cohort, tmp_path, args, message):
@@ -140,6 +141,15 @@ def test_swin_unetr_builds_from_its_config_and_maps_4_modalities_to_3_regions():
     with torch.no_grad():
         out = net(torch.zeros(1, 4, 64, 64, 64))
     assert out.shape == (1, 3, 64, 64, 64)
+
+
+def test_the_swin_window_is_configurable_and_old_configs_keep_monais_7():
+    assert SegNetConfig.from_dict({"architecture": "swinunetr"}).window == 7
+    config = SegNetConfig.from_dict({**SegNetConfig(architecture="swinunetr", window=4).to_dict()})
+    assert config.window == 4
+    windows = {tuple(block.window_size) for block in build_segnet(config).modules()
+               if type(block).__name__ == "SwinTransformerBlock"}
+    assert windows == {(4, 4, 4)}
 
 
 def test_torchrun_with_two_ranks_trains_data_parallel(cohort, tmp_path):

@@ -53,6 +53,8 @@ def segment(
                         ] = "16,32,64,128,256",
     feature_size: Annotated[int, typer.Option("--feature-size", help="Swin-UNETR width "
                                               "(multiple of 12; the study used 48).")] = 12,
+    window: Annotated[int, typer.Option("--window", help="Swin-UNETR attention window in tokens "
+                                        "(the study's 7; 4 is 2.5× faster on a CPU).")] = 7,
     val_cases: Annotated[int, typer.Option("--val-cases", help="Val sessions scored per epoch.")
                          ] = 4,
     test_cases: Annotated[int, typer.Option("--test-cases", help="Test sessions scored at the "
@@ -89,6 +91,7 @@ def segment(
         raise BadInput(f"--patch {patch}: Swin-UNETR needs multiples of 32", "e.g. --patch 64,64,64")
     if model is SegArchitecture.swinunetr and feature_size % 12:
         raise BadInput(f"--feature-size {feature_size}: must be a multiple of 12", "e.g. 12, 24, 48")
+    _at_least_one({"--window": window})
 
     from tumorcli.nets.segmentation import SegNetConfig
     from tumorcli.progress import task
@@ -104,7 +107,7 @@ def segment(
     else:
         net_config = SegNetConfig(architecture=model.value, spacing_mm=spacing,
                                   patch=patch_voxels, channels=_ints(channels, "--channels"),
-                                  feature_size=feature_size)
+                                  feature_size=feature_size, window=window)
         config = SegTrainConfig(
             data=str(data), epochs=epochs, steps_per_epoch=steps_per_epoch,
             batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup,
@@ -113,7 +116,8 @@ def segment(
                      f"--epochs {epochs} --steps-per-epoch {steps_per_epoch} --batch-size "
                      f"{batch_size} --lr {lr:g} --weight-decay {weight_decay:g} --warmup {warmup} "
                      f"--spacing {spacing:g} --patch {patch} --channels {channels} "
-                     f"--feature-size {feature_size} --val-cases {val_cases} --seed {seed}"))
+                     f"--feature-size {feature_size} --window {window} --val-cases {val_cases} "
+                     f"--seed {seed}"))
     say = (lambda text: None) if quiet or as_json else (lambda text: console().print(text))
     with task(f"Training {net_config.architecture}",
               total=config.epochs * config.steps_per_epoch) as advance:
