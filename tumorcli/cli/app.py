@@ -137,6 +137,8 @@ app.command("evaluate-image")(evaluate_image.evaluate_image)
 app.command("predict-post")(predict_post.predict_post)
 app.command("info")(info.info)
 app.command("synth-cohort")(synth_cohort.synth_cohort)
+from tumorcli.cli import train_refine  # noqa: E402,F401  (registers `tumor train refine`)
+
 app.add_typer(train.train_app, name="train")
 
 

@@ -19,6 +19,16 @@ class Target(str, Enum):
     seg = "seg"
 
 
+class RefineKind(str, Enum):
+    medsegdiff = "medsegdiff"
+    ddpm = "ddpm"
+
+
+class RefineSampler(str, Enum):
+    ddim = "ddim"
+    dpmpp = "dpmpp"
+
+
 def segment(
     input: Annotated[Optional[Path], typer.Option(
         "-i", "--input", help="Subject folder (BraTS names, t1n/t1c/t2w/t2f files or DICOM "
@@ -47,6 +57,26 @@ def segment(
     to: Annotated[Target, typer.Option(
         "--to", help="nifti, or seg: a DICOM SEG referencing the T1c series (DICOM input).")
                   ] = Target.nifti,
+    refine: Annotated[Optional[RefineKind], typer.Option(
+        "--refine", help="Refine the labels with a diffusion model conditioned on them.",
+        show_default=False)] = None,
+    refiner: Annotated[Optional[str], typer.Option(
+        "--refiner", help="Refiner model name or folder (default refine-medsegdiff or "
+        "refine-ddpm).", show_default=False)] = None,
+    steps: Annotated[int, typer.Option("--steps", help="Refinement sampler steps.")] = 10,
+    start_step: Annotated[Optional[int], typer.Option(
+        "--start", help="t′ (of 1000) the prior is noised to (default: the refiner's).",
+        show_default=False)] = None,
+    samples: Annotated[int, typer.Option("--samples", help="Refinements that vote (majority "
+                                         "per voxel).")] = 1,
+    uncertainty: Annotated[Optional[Path], typer.Option(
+        "--uncertainty", help="Entropy of the refinement vote as .nii.gz (one subject).",
+        show_default=False)] = None,
+    refine_sampler: Annotated[RefineSampler, typer.Option("--sampler", help="Refinement "
+                                                          "sampler.")] = RefineSampler.ddim,
+    unconditional: Annotated[bool, typer.Option(
+        "--unconditional", help="Refine from pure noise without the prior (for comparison "
+        "only).")] = False,
     shard: Annotated[Optional[str], typer.Option(
         "--shard", help="I/N: only part I of N of the sorted cohort (cluster arrays).",
         show_default=False)] = None,
@@ -69,6 +99,7 @@ def segment(
       tumor segment -i cohort -o segs --model swinunetr --shard 1/4
       tumor segment --t1n a.nii.gz --t1c b.nii.gz --t2w c.nii.gz --t2f d.nii.gz -o seg.nii.gz --tta
       tumor segment -i dicom/SUBJECT -o seg.dcm --to seg
+      tumor segment -i SUBJECT -o seg.nii.gz --refine medsegdiff --samples 5 --uncertainty u.nii.gz
     """
     start(quiet, as_json)
     from tumorcli.cli.subjects import subjects_from_options, take_shard
@@ -90,6 +121,15 @@ def segment(
     if probabilities is not None and (not single or not probabilities.name.endswith(NIFTI)):
         raise BadInput("--probabilities needs one subject and a .nii.gz name",
                        "e.g. -o seg.nii.gz --probabilities prob.nii.gz")
+    if refine is None and (uncertainty is not None or refiner is not None or unconditional):
+        raise BadInput("--uncertainty, --refiner and --unconditional need --refine",
+                       "e.g. --refine medsegdiff --samples 5 --uncertainty u.nii.gz")
+    if samples < 1 or steps < 1:
+        raise BadInput(f"--samples {samples} / --steps {steps}: must be at least 1",
+                       "e.g. --steps 10 --samples 5")
+    if uncertainty is not None and (not single or not uncertainty.name.endswith(NIFTI)):
+        raise BadInput("--uncertainty needs one subject and a .nii.gz name",
+                       "e.g. -o seg.nii.gz --uncertainty u.nii.gz")
     if not single and output.exists() and not output.is_dir():
         raise BadInput(f"{output}: exists and is not a folder", "give an output folder")
     subjects = take_shard(subjects, shard)
@@ -99,12 +139,25 @@ def segment(
 
     seed_everything(seed)
     segmenter = Segmenter.load(find_model_folder(model), resolve_device(device), overlap)
+    options = None
+    if refine is not None:
+        from tumorcli.infer.refine import RefineOptions, Refiner
+
+        folder = find_model_folder(refiner or f"refine-{refine.value}")
+        loaded = Refiner.load(folder, segmenter.device)
+        if loaded.spec.refiner != refine.value:
+            raise BadInput(f"{folder}: a {loaded.spec.refiner} refiner, not {refine.value}",
+                           f"use --refine {loaded.spec.refiner} or another --refiner")
+        loaded.check_prior(segmenter.config, folder)
+        options = RefineOptions(loaded, steps, start_step, samples, seed, not unconditional,
+                                refine_sampler.value)
     jobs = [(s, output if single else output / f"{s.name}-seg{'.dcm' if to is Target.seg else '.nii.gz'}")
             for s in subjects]
     from tumorcli.infer.segment_files import segment_subjects
 
     result, errors = segment_subjects(segmenter, jobs, tta=tta, probabilities=probabilities,
-                                      overwrite=overwrite or single)
+                                      overwrite=overwrite or single, refine=options,
+                                      uncertainty=uncertainty)
     if errors and len(subjects) == 1:
         raise errors[0]
     finish(result, as_json=as_json, quiet=quiet, human=_show)

@@ -82,23 +82,37 @@ class Segmenter:
 class Segmentation:
     labels: Volume          # (X, Y, Z) uint8 BraTS labels on the input grid
     probabilities: Volume   # (X, Y, Z, 3) float32 TC/WT/ET probabilities on the input grid
+    uncertainty: Volume | None = None   # (X, Y, Z) entropy of the refinement vote
 
 
-def segment_volumes(segmenter: Segmenter, volumes: dict[str, Volume], tta: bool = False
-                    ) -> Segmentation:
-    """Labels and region probabilities for one subject's co-registered modalities."""
+def segment_volumes(segmenter: Segmenter, volumes: dict[str, Volume], tta: bool = False,
+                    refine=None) -> Segmentation:
+    """Labels and region probabilities for one subject's co-registered modalities; with
+    `refine` (infer.refine.RefineOptions) the prior is refined by diffusion on the net grid and
+    the probabilities are the refinement vote's shares."""
     config = segmenter.config
     prepared = prepare(volumes, config.modalities, config.spacing_mm)
-    on_net = segmenter.probabilities(prepared.image, tta).numpy()
+    on_net = segmenter.probabilities(prepared.image, tta)
+    entropy = None
+    if refine is not None:
+        from tumorcli.nets.segmentation import classes_from_regions, regions_from_classes
+
+        refined = refine.refiner.refine(
+            prepared.image, classes_from_regions(on_net), steps=refine.steps, start=refine.start,
+            samples=refine.samples, seed=refine.seed, conditional=refine.conditional,
+            sampler=refine.sampler)
+        on_net, entropy = regions_from_classes(refined.fractions), refined.entropy.numpy()
     source = prepared.source_grid
-    regions = np.stack([onto_grid(channel, prepared.grid, source) for channel in on_net], -1)
+    regions = np.stack([onto_grid(channel, prepared.grid, source) for channel in on_net.numpy()],
+                       -1)
     brain = np.zeros(source.shape, bool)
     for volume in volumes.values():
         brain |= np.asarray(volume.array) != 0
     regions[~brain] = 0
     labels = labels_from_regions(torch.from_numpy(np.moveaxis(regions, -1, 0))).numpy()
     reference = volumes.get("t1c") or volumes[config.modalities[0]]  # whose header to keep
-    labels_volume = Volume(labels, source.affine, reference.header, source=reference.source)
-    probability_volume = Volume(regions.astype(np.float32), source.affine, None,
-                                source=reference.source)
-    return Segmentation(labels_volume, probability_volume)
+    on_source = lambda array: Volume(array, source.affine, None, source=reference.source)
+    uncertainty = None if entropy is None else on_source(
+        np.where(brain, onto_grid(entropy, prepared.grid, source), 0).astype(np.float32))
+    return Segmentation(Volume(labels, source.affine, reference.header, source=reference.source),
+                        on_source(regions.astype(np.float32)), uncertainty)

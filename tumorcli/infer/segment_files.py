@@ -15,7 +15,8 @@ from tumorcli.progress import task
 
 
 def segment_subjects(segmenter: Segmenter, jobs: list[tuple], *, tta: bool = False,
-                     probabilities: Path | None = None, overwrite: bool = False
+                     probabilities: Path | None = None, overwrite: bool = False,
+                     refine=None, uncertainty: Path | None = None
                      ) -> tuple[dict, list[TumorError]]:
     """jobs: (SubjectInputs, output path). Returns ({"model", "subjects": [row per subject]},
     the errors of the subjects that failed); a failed row says "failed" and the message."""
@@ -26,17 +27,19 @@ def segment_subjects(segmenter: Segmenter, jobs: list[tuple], *, tta: bool = Fal
                 rows.append({"subject": subject.name, "status": "skipped", "output": str(out)})
             else:
                 try:
-                    rows.append(segment_one(segmenter, subject, out, tta, probabilities))
+                    rows.append(segment_one(segmenter, subject, out, tta, probabilities, refine,
+                                            uncertainty))
                 except TumorError as error:
                     rows.append({"subject": subject.name, "status": "failed",
                                  "error": error.message})
                     errors.append(error)
             advance()
-    return {"model": segmenter.config.architecture, "tta": tta, "subjects": rows}, errors
+    return {"model": segmenter.config.architecture, "tta": tta,
+            "refine": refine.refiner.spec.refiner if refine else None, "subjects": rows}, errors
 
 
 def segment_one(segmenter: Segmenter, subject, out: Path, tta: bool,
-                probabilities: Path | None) -> dict:
+                probabilities: Path | None, refine=None, uncertainty: Path | None = None) -> dict:
     from tumorcli.preprocess.inputs import read_scan
 
     modalities = segmenter.config.modalities
@@ -46,7 +49,7 @@ def segment_one(segmenter: Segmenter, subject, out: Path, tta: bool,
                        "the model needs " + ", ".join(modalities))
     volumes = {m: read_scan(subject.images[m], m) for m in modalities}
     began = time.perf_counter()
-    result = segment_volumes(segmenter, volumes, tta)
+    result = segment_volumes(segmenter, volumes, tta, refine)
     seconds = time.perf_counter() - began
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.name.lower().endswith(".dcm"):
@@ -55,6 +58,8 @@ def segment_one(segmenter: Segmenter, subject, out: Path, tta: bool,
         save_volume(result.labels, out)
     if probabilities is not None:
         save_volume(result.probabilities, probabilities, dtype=np.float32)
+    if uncertainty is not None:
+        save_volume(result.uncertainty, uncertainty, dtype=np.float32)
     labels = result.labels.array
     voxel_cm3 = result.labels.voxel_volume_mm3 / 1000
     volumes_cm3 = {"WT": float((labels > 0).sum() * voxel_cm3),

@@ -95,3 +95,18 @@ def regions_from_labels(labels: torch.Tensor) -> torch.Tensor:
     wt = labels > 0
     et = labels == 3
     return torch.stack([tc, wt, et], dim=-4).float()
+
+
+def classes_from_regions(regions: torch.Tensor) -> torch.Tensor:
+    """(..., 3, X, Y, Z) TC/WT/ET probabilities -> (..., 4, X, Y, Z) probabilities of
+    background, NETC, SNFH, ET (made nested first: ET ≤ TC ≤ WT), summing to 1."""
+    tc, wt, et = regions.unbind(-4)
+    tc = torch.maximum(tc, et)
+    wt = torch.maximum(wt, tc)
+    return torch.stack([1 - wt, tc - et, wt - tc, et], dim=-4)
+
+
+def regions_from_classes(classes: torch.Tensor) -> torch.Tensor:
+    """(..., 4, X, Y, Z) background/NETC/SNFH/ET probabilities -> (..., 3, ...) TC/WT/ET."""
+    background, netc, snfh, et = classes.unbind(-4)
+    return torch.stack([netc + et, 1 - background, et], dim=-4)

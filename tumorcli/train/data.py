@@ -108,14 +108,15 @@ def load_case(case: Case, modalities: tuple[str, ...], spacing_mm: float) -> Loa
 
 
 def sample_patches(cases: list[LoadedCase], batch: int, patch: tuple[int, int, int],
-                   rng: np.random.Generator, tumour_fraction: float = 0.67
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   rng: np.random.Generator, tumour_fraction: float = 0.67,
+                   intensity_channels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A training batch: images (B, C, *patch) float32 and labels (B, *patch) uint8.
 
     Each patch is centred on a tumour voxel with probability `tumour_fraction` (else on a brain
     voxel), then augmented: a flip along each axis with p = 0.5, per-channel intensity scale
     (×0.9–1.1) and shift (±0.1 sd), and with p = 0.3 a blur (σ 0.5–1 voxel) so that nets trained on
-    noisy 2 mm scans also meet smoother, downsampled 1 mm ones.
+    noisy 2 mm scans also meet smoother, downsampled 1 mm ones. intensity_channels: only the
+    first n channels get the scale, shift and blur (the rest, e.g. a prior, are only cropped).
     """
     from scipy import ndimage
 
@@ -132,10 +133,12 @@ def sample_patches(cases: list[LoadedCase], batch: int, patch: tuple[int, int, i
         for axis in range(3):
             if rng.random() < 0.5:
                 image, label = np.flip(image, axis + 1), np.flip(label, axis)
-        image = image * rng.uniform(0.9, 1.1, (channels, 1, 1, 1)) \
-            + rng.uniform(-0.1, 0.1, (channels, 1, 1, 1))
+        n = channels if intensity_channels is None else intensity_channels
+        image = np.array(image)
+        image[:n] = image[:n] * rng.uniform(0.9, 1.1, (n, 1, 1, 1)) \
+            + rng.uniform(-0.1, 0.1, (n, 1, 1, 1))
         if rng.random() < 0.3:
-            image = ndimage.gaussian_filter(image, (0, *([rng.uniform(0.5, 1.0)] * 3)))
+            image[:n] = ndimage.gaussian_filter(image[:n], (0, *([rng.uniform(0.5, 1.0)] * 3)))
         images[b], labels[b] = image, label
     return images, labels
 

@@ -148,10 +148,14 @@ def validate(net: torch.nn.Module, net_config: SegNetConfig, cases: list, device
     dice = []
     for case in cases:
         probabilities = segmenter.probabilities(case.image.astype(np.float32))
-        predicted = probabilities >= 0.5                                   # (3, X, Y, Z)
         truth = regions_from_labels(torch.from_numpy(case.labels)).bool()  # (3, X, Y, Z)
-        both = (predicted & truth).flatten(1).sum(1).float()
-        sizes = predicted.flatten(1).sum(1).float() + truth.flatten(1).sum(1).float()
-        dice.append(torch.where(sizes > 0, 2 * both / sizes.clamp(min=1), 1.0))
+        dice.append(region_dice(probabilities >= 0.5, truth))
     net.train(was_training)
     return [float(v) for v in torch.stack(dice).mean(0)]
+
+
+def region_dice(predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """(R, ...) boolean masks -> (R,) Dice per region (1 where both are empty)."""
+    both = (predicted & truth).flatten(1).sum(1).float()
+    sizes = predicted.flatten(1).sum(1).float() + truth.flatten(1).sum(1).float()
+    return torch.where(sizes > 0, 2 * both / sizes.clamp(min=1), 1.0)

@@ -1,0 +1,177 @@
+"""Diffusion refinement of a coarse segmentation (`tumor segment --refine medsegdiff|ddpm`).
+
+Conditional mode (the study's): the prior's class probabilities, mapped to diffusion space
+(2p − 1), are noised to timestep t′ and a few DDIM / DPM-Solver++ steps bring them back while
+the net sees the MR channels and the prior. Unconditional mode (for comparison) starts from pure
+noise with the prior channels zeroed. Only a box around the prior's tumour (or, unconditional,
+the brain) is refined; the prior stands outside it. Each of `samples` runs is argmax'ed; the
+runs vote, and the vote's entropy is the uncertainty map. Runs are seeded: same seed, same labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tumorcli.errors import BadInput
+from tumorcli.nets.refiner import RefinerSpec
+from tumorcli.nets.weights import WEIGHTS, load_weights, read_config
+from tumorcli.samplers import make_sampler
+from tumorcli.samplers.schedule import NoiseSchedule
+
+MARGIN = 8   # voxels of context around the prior's tumour box
+
+
+@dataclass(frozen=True)
+class RefineOptions:
+    """How `tumor segment --refine` drives a refiner (see Refiner.refine)."""
+
+    refiner: "Refiner"
+    steps: int = 10
+    start: int | None = None
+    samples: int = 1
+    seed: int = 0
+    conditional: bool = True
+    sampler: str = "ddim"
+
+
+@dataclass(frozen=True)
+class Refinement:
+    fractions: torch.Tensor   # (4, X, Y, Z) share of the runs voting background/NETC/SNFH/ET
+    entropy: torch.Tensor     # (X, Y, Z) entropy (nats) of that vote; 0 with one run
+
+
+class Refiner:
+    def __init__(self, net: torch.nn.Module, spec: RefinerSpec, device: torch.device) -> None:
+        self.net, self.spec, self.device = net.eval(), spec, device
+        self.schedule = NoiseSchedule.make(spec.schedule, spec.train_steps)
+
+    @staticmethod
+    def load(folder: Path, device: torch.device) -> "Refiner":
+        data = read_config(folder)
+        if data.get("kind") != "refiner":
+            raise BadInput(f"{folder}: a {data.get('kind', 'unknown')} model, not a refiner",
+                           "pick a model made by tumor train refine")
+        spec = RefinerSpec.from_dict(data)
+        return Refiner(load_weights(spec.build(), Path(folder) / WEIGHTS).to(device), spec, device)
+
+    def check_prior(self, config, folder: Path) -> None:
+        """BadInput unless the segmentation model `config` works on this refiner's grid."""
+        if (abs(config.spacing_mm - self.spec.spacing_mm) > 1e-6
+                or tuple(config.modalities) != self.spec.modalities):
+            raise BadInput(f"{folder}: refines a {self.spec.spacing_mm:g} mm prior of "
+                           f"{'/'.join(self.spec.modalities)}, but the segmentation model works "
+                           f"at {config.spacing_mm:g} mm", "pick a refiner trained with that "
+                           f"prior (tumor train refine --prior MODEL)")
+
+    @torch.no_grad()
+    def refine(self, image: np.ndarray, prior: torch.Tensor, *, steps: int = 10,
+               start: int | None = None, samples: int = 1, seed: int = 0,
+               conditional: bool = True, sampler: str = "ddim",
+               advance=lambda steps=1: None) -> Refinement:
+        """image (C, X, Y, Z) on the net grid, prior (4, X, Y, Z) class probabilities on it."""
+        start = self.spec.start if start is None else start
+        if conditional and not 1 <= steps <= start + 1:
+            raise BadInput(f"--steps {steps}: must lie in 1–{start + 1} when refining from "
+                           f"t′ = {start}", "e.g. --steps 10")
+        brain = torch.from_numpy(np.abs(image).sum(0) > 0)
+        box = _box(prior[1:].sum(0) >= 0.5 if conditional else brain, prior.shape[1:],
+                   self.spec.net.size if self.spec.is_2d else None)
+        if box is None:   # no tumour in the prior: nothing to refine
+            return Refinement(prior.clone(), torch.zeros(prior.shape[1:]))
+        crop = (slice(None), *box)
+        condition = torch.cat([torch.from_numpy(np.ascontiguousarray(image[crop], np.float32)),
+                               prior[crop].float() if conditional
+                               else torch.zeros_like(prior[crop], dtype=torch.float32)])
+        votes = torch.zeros(prior[crop].shape)
+        for sample in range(samples):
+            generator = torch.Generator().manual_seed(seed * 1000 + sample)
+            labels = self._sample(condition, prior[crop].float(), steps, start, conditional,
+                                  sampler, generator)
+            votes += torch.nn.functional.one_hot(labels, 4).movedim(-1, 0).float()
+            advance()
+        fractions = prior.clone().float() if conditional else _background(prior.shape)
+        fractions[crop] = votes / samples
+        shares = fractions.clamp(min=1e-12)
+        entropy = -(fractions * shares.log()).sum(0)
+        return Refinement(fractions, entropy)
+
+    def _sample(self, condition, prior, steps, start, conditional, sampler_name, generator):
+        """One refinement of the cropped box: (X, Y, Z) labels."""
+        sampler = make_sampler(sampler_name, self.schedule, self.spec.prediction, clip=1.0)
+        noise = torch.randn(prior.shape, generator=generator)
+        if conditional:
+            sampler.set_timesteps(steps, start=start)
+            x = sampler.add_noise(2 * prior - 1, noise, start)
+        else:
+            sampler.set_timesteps(steps)
+            x = noise
+        condition, x = condition.to(self.device), x.to(self.device)
+        for t in sampler.timesteps.tolist():
+            output = self._predict(x, t, condition)
+            x = sampler.step(output, t, x, generator=generator)
+        return x.argmax(0).cpu()
+
+    def _predict(self, x: torch.Tensor, t: int, condition: torch.Tensor) -> torch.Tensor:
+        """The sampler's input for the whole box at timestep t: (4, X, Y, Z)."""
+        spec = self.spec
+        autocast = torch.autocast(self.device.type, torch.bfloat16,
+                                  enabled=self.device.type == "cuda")
+        if spec.is_2d:   # axial slices, batched, padded to the net's square size
+            size = spec.net.size
+            slices = torch.cat([x, condition]).permute(3, 0, 1, 2)        # (Z, 12, X, Y)
+            padded, window = _pad_to(slices, size)
+            outputs = []
+            for chunk in padded.split(32):
+                t_batch = torch.full((len(chunk),), t, device=self.device)
+                with autocast:
+                    raw = spec.run(self.net, chunk[:, :4], t_batch, chunk[:, 4:])
+                outputs.append(spec.sampler_output(raw.float()))
+            return torch.cat(outputs)[(slice(None), slice(None), *window)].permute(1, 2, 3, 0)
+        from monai.inferers import sliding_window_inference
+
+        def predictor(window: torch.Tensor) -> torch.Tensor:
+            t_batch = torch.full((len(window),), t, device=self.device)
+            with autocast:
+                return spec.run(self.net, window[:, :4], t_batch, window[:, 4:]).float()
+
+        patch = (spec.net.patch,) * 3
+        raw = sliding_window_inference(torch.cat([x, condition])[None], patch, 2, predictor,
+                                       overlap=0.25, mode="gaussian", padding_mode="constant")
+        return spec.sampler_output(raw)[0]
+
+
+def _box(mask: torch.Tensor, shape, in_plane: int | None) -> tuple[slice, slice, slice] | None:
+    """The bounding box of `mask` grown by MARGIN voxels, clipped to `shape` and, in x and y,
+    to at most `in_plane` voxels around its centre (a 2D net's slice size); None if empty."""
+    found = mask.nonzero()
+    if len(found) == 0:
+        return None
+    low = (found.min(0).values - MARGIN).clamp(min=0)
+    high = torch.minimum(found.max(0).values + MARGIN + 1, torch.tensor(shape))
+    if in_plane is not None:
+        for axis in (0, 1):
+            extra = int(high[axis] - low[axis]) - in_plane
+            if extra > 0:
+                low[axis] += extra // 2
+                high[axis] = low[axis] + in_plane
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+
+
+def _pad_to(slices: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[slice, slice]]:
+    """(K, C, H, W) with H, W ≤ size -> (K, C, size, size) zero-padded around the centre, and
+    the window of the result that holds the input."""
+    top, left = (size - slices.shape[2]) // 2, (size - slices.shape[3]) // 2
+    window = (slice(top, top + slices.shape[2]), slice(left, left + slices.shape[3]))
+    out = slices.new_zeros((*slices.shape[:2], size, size))
+    out[(slice(None), slice(None), *window)] = slices
+    return out, window
+
+
+def _background(shape) -> torch.Tensor:
+    fractions = torch.zeros(shape)
+    fractions[0] = 1
+    return fractions
