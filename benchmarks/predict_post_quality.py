@@ -1,6 +1,7 @@
 """Quality and speed of `tumor predict-post` on held-out synthetic patients, in one run.
 
-For each test patient of the model's split.json (pre = first session, post = the next):
+For each test patient of the model's split.json (pre = first session, post = the session the
+model was trained to predict, `post_session` in its config: the next or the last):
   1. the model with the true survival class (DPM-Solver++, 20 steps, guidance 2)
   2. the model with the flipped class
   3. the identity baseline (post = pre)
@@ -36,12 +37,14 @@ def main() -> None:
     parser.add_argument("--model", default="predict-post")
     parser.add_argument("--patients", type=int, default=12)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--markdown", type=Path, help="also write the table here (model cards)")
     args = parser.parse_args()
 
     from tumorcli.infer.predict_post import PostPredictor
     from tumorcli.infer.segment import find_model_folder
     from tumorcli.io.volume import load_volume
     from tumorcli.metrics.image import psnr, ssim
+    from tumorcli.nets.weights import read_config
     from tumorcli.runtime import resolve_device
     from tumorcli.train.data import read_split
     from tumorcli.train.post_data import find_pairs
@@ -49,7 +52,8 @@ def main() -> None:
     folder = find_model_folder(args.model)
     predictor = PostPredictor(folder, resolve_device(args.device))
     test = set(read_split(folder)["test"])
-    pairs = [p for p in find_pairs(args.data) if p.name in test][:args.patients]
+    post = read_config(folder).get("training", {}).get("post_session", "next")
+    pairs = [p for p in find_pairs(args.data, post) if p.name in test][:args.patients]
     flip = {"short": "long", "long": "short"}
     runs = {"true class, DPM++ 20": dict(steps=20, sampler="dpmpp"),
             "flipped class, DPM++ 20": dict(steps=20, sampler="dpmpp", flipped=True),
@@ -83,19 +87,22 @@ def main() -> None:
         roughness["independent"].append(slice_roughness(independent, brain) / base)
         print(f"{pair.name}: {pair.survival}, {seconds[-1]:.1f} s", flush=True)
 
-    print(f"\n{len(pairs)} held-out patients, model {folder}")
-    print(f"{'run':28} {'PSNR dB (mean ± sd)':>22} {'SSIM (mean ± sd)':>20}")
+    lines = [f"{len(pairs)} held-out patients, model {folder}, device {predictor.device}", "",
+             "| run | PSNR dB (mean ± sd) | SSIM (mean ± sd) |", "|---|---|---|"]
     for name, values in scores.items():
         p, s = np.array(values).T
-        print(f"{name:28} {p.mean():12.2f} ± {p.std(ddof=1):5.2f} {s.mean():12.3f} ± "
-              f"{s.std(ddof=1):5.3f}")
+        lines.append(f"| {name} | {p.mean():.2f} ± {p.std(ddof=1):.2f} | {s.mean():.3f} ± "
+                     f"{s.std(ddof=1):.3f} |")
     effect = np.array(class_effect)
-    print(f"class effect in the tumour (short − long predicted intensity): {effect.mean():.3f} "
-          f"± {effect.std(ddof=1):.3f}, positive in {int((effect > 0).sum())}/{len(effect)}")
-    print(f"slice roughness / truth: shared noise {np.mean(roughness['shared']):.3f}, "
-          f"independent noise {np.mean(roughness['independent']):.3f}")
-    print(f"seconds per volume (DPM++ 20, guidance 2): {np.mean(seconds):.1f}")
-
+    lines += ["", f"Class effect in the pre-treatment tumour (predicted intensity, short − long): "
+              f"{effect.mean():.3f} ± {effect.std(ddof=1):.3f}, positive in "
+              f"{int((effect > 0).sum())}/{len(effect)} patients.",
+              f"Slice roughness / truth's: shared noise {np.mean(roughness['shared']):.3f}, "
+              f"independent noise per slice {np.mean(roughness['independent']):.3f}.",
+              f"Seconds per volume (DPM-Solver++ 20 steps, guidance 2): {np.mean(seconds):.1f}."]
+    print("\n" + "\n".join(lines))
+    if args.markdown:
+        args.markdown.write_text("\n".join(lines) + "\n")
 
 if __name__ == "__main__":
     main()

@@ -174,3 +174,17 @@ def test_a_cohort_without_survival_classes_is_bad_input(tmp_path):
     result = runner.invoke(app, ["train", "predict-post", "--data", str(root), "-o",
                                  str(tmp_path / "m")])
     assert result.exit_code == 2 and "no cohort.csv" in result.output
+
+
+def test_post_is_the_next_or_the_last_follow_up(tmp_path):
+    from tumorcli.train.post_data import find_pairs
+
+    root = write_cohort(tmp_path / "c", patients=1, sessions=3)
+    (root / "cohort.csv").write_text("subject,session,survival_class\n"
+                                     + "".join(f"BraTS-GLI-00001,00{s},short\n" for s in range(3)))
+    (pair_next,), (pair_last,) = find_pairs(root, "next"), find_pairs(root, "last")
+    assert pair_next.pre_t1c == pair_last.pre_t1c and "-000-" in pair_next.pre_t1c.name
+    assert "-001-" in pair_next.post_t1c.name and "-002-" in pair_last.post_t1c.name
+    result = runner.invoke(app, ["train", "predict-post", "--data", str(root), "-o",
+                                 str(tmp_path / "m"), "--post", "first"])
+    assert result.exit_code == 2 and "--post first: expected next or last" in result.output

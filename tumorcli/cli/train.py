@@ -142,6 +142,9 @@ def predict_post(
     data: Annotated[Path, typer.Option("--data", help="Cohort folder: case folders with "
                                        "sessions and cohort.csv (survival_class).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Model folder to write.")],
+    post: Annotated[str, typer.Option("--post", help="Which follow-up is the target: next "
+                                      "(the session after the pre-treatment one) or last (the "
+                                      "longest follow-up).")] = "next",
     autoencoder_steps: Annotated[int, typer.Option("--autoencoder-steps")] = 2000,
     denoiser_steps: Annotated[int, typer.Option("--denoiser-steps")] = 4000,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Slices per step.")] = 16,
@@ -179,6 +182,8 @@ def predict_post(
     _check_run_folder(data, output, resume)
     _at_least_one({"--autoencoder-steps": autoencoder_steps, "--denoiser-steps": denoiser_steps,
                    "--batch-size": batch_size, "--checkpoint-every": checkpoint_every})
+    if post not in ("next", "last"):
+        raise BadInput(f"--post {post}: expected next or last", "e.g. --post last")
     if prediction not in ("v_prediction", "epsilon"):
         raise BadInput(f"--prediction {prediction}: expected v_prediction or epsilon",
                        "v_prediction is the default")
@@ -194,10 +199,12 @@ def predict_post(
         autoencoder=AutoencoderConfig(channels=_ints(ae_channels, "--ae-channels")),
         denoiser=DenoiserConfig(channels=unet, attention=(False,) * (len(unet) - 1) + (True,)))
     config = PostTrainConfig(
-        data=str(data), autoencoder_steps=autoencoder_steps, denoiser_steps=denoiser_steps,
+        data=str(data), post_session=post, autoencoder_steps=autoencoder_steps,
+        denoiser_steps=denoiser_steps,
         batch_size=batch_size, lr=lr, class_dropout=class_dropout, warmup_steps=warmup,
         ema_decay=ema_decay, checkpoint_every=checkpoint_every, seed=seed,
-        command=(f"tumor train predict-post --data {data} -o {output} --autoencoder-steps "
+        command=(f"tumor train predict-post --data {data} -o {output} --post {post} "
+                 f"--autoencoder-steps "
                  f"{autoencoder_steps} --denoiser-steps {denoiser_steps} --batch-size "
                  f"{batch_size} --lr {lr:g} --spacing {spacing:g} --ae-channels {ae_channels} "
                  f"--unet-channels {unet_channels} --prediction {prediction} --warmup {warmup} "

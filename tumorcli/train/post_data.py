@@ -3,8 +3,10 @@ T1c of the next session (post-treatment) and the survival class, as axial slices
 
 Layout: BraTS case folders `<patient>-<session>` (e.g. BraTS-GLI-00001-000 and -001) and a
 `cohort.csv` at the root with `subject,session,survival_class` columns (what `tumor
-synth-cohort` writes; for real data, write that csv). The first session with a mask is "pre",
-the next session is "post". Pre and post must share a grid (BraTS / `tumor preprocess` output).
+synth-cohort` writes; for real data, write that csv). The first session with a mask is "pre";
+"post" is the next session (post="next") or the patient's last one (post="last": the longest
+follow-up, where short and long survivors differ most). Pre and post must share a grid (BraTS /
+`tumor preprocess` output).
 """
 
 from __future__ import annotations
@@ -29,8 +31,13 @@ class PostPair:
     survival: str    # "short" | "long"
 
 
-def find_pairs(root: Path) -> list[PostPair]:
-    """One (pre, post) pair per patient of the cohort in `root`."""
+POST_SESSIONS = ("next", "last")
+
+
+def find_pairs(root: Path, post: str = "next") -> list[PostPair]:
+    """One (pre, post) pair per patient of the cohort in `root`; post: "next" or "last"."""
+    if post not in POST_SESSIONS:
+        raise BadInput(f"post session {post!r}: expected one of {POST_SESSIONS}", "e.g. next")
     from tumorcli.train.data import find_cases, patient_of
 
     table = root / "cohort.csv"
@@ -51,9 +58,9 @@ def find_pairs(root: Path) -> list[PostPair]:
         cases.sort(key=lambda case: case.name)
         if len(cases) < 2 or survival.get(patient) not in SURVIVAL_CLASSES[1:]:
             continue
-        pre, post = cases[0], cases[1]
-        pairs.append(PostPair(patient, patient, pre.images["t1c"], pre.seg, post.images["t1c"],
-                              survival[patient]))
+        after = cases[1] if post == "next" else cases[-1]
+        pairs.append(PostPair(patient, patient, cases[0].images["t1c"], cases[0].seg,
+                              after.images["t1c"], survival[patient]))
     if not pairs:
         raise BadInput(f"{root}: no patient has two sessions and a short/long survival class",
                        "make a cohort with --sessions 2 or more")

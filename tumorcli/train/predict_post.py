@@ -30,6 +30,7 @@ LOG_COLUMNS = ("stage", "step", "lr", "train_loss", "val_l1")
 @dataclass(frozen=True)
 class PostTrainConfig:
     data: str
+    post_session: str = "next"      # which follow-up is "post": next | last (post_data)
     autoencoder_steps: int = 2000
     denoiser_steps: int = 4000
     batch_size: int = 16
@@ -54,7 +55,7 @@ def train_post_model(model: PostModelConfig, config: PostTrainConfig, out: Path,
     from tumorcli.train.data import read_split, split_cases, write_split
 
     out.mkdir(parents=True, exist_ok=True)
-    pairs = {pair.name: pair for pair in find_pairs(Path(config.data))}
+    pairs = {pair.name: pair for pair in find_pairs(Path(config.data), config.post_session)}
     split = read_split(out) if resume else split_cases(list(pairs.values()), config.seed)
     if not resume:
         write_split(out, split, Path(config.data), config.seed)
