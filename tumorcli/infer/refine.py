@@ -65,7 +65,7 @@ class Refiner:
             raise BadInput(f"{folder}: refines a {self.spec.spacing_mm:g} mm prior of "
                            f"{'/'.join(self.spec.modalities)}, but the segmentation model works "
                            f"at {config.spacing_mm:g} mm", "pick a refiner trained with that "
-                           f"prior (tumor train refine --prior MODEL)")
+                           "prior (tumor train refine --prior MODEL)")
 
     @torch.no_grad()
     def refine(self, image: np.ndarray, prior: torch.Tensor, *, steps: int = 10,

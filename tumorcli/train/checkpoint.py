@@ -98,3 +98,18 @@ def append_log(path: Path, columns: tuple[str, ...], row: list) -> None:
         if new:
             writer.writerow(columns)
         writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+
+
+def close_epoch(out: Path, columns: tuple[str, ...], row: list, net: nn.Module,
+                optimizer: torch.optim.Optimizer, state: dict, step: int, epoch: int,
+                score: float) -> None:
+    """End of an epoch: the log row (train_log.csv), the weights when `score` beats
+    state["best_val_dice"] (or there is no score), and a resumable checkpoint."""
+    from tumorcli.nets.weights import WEIGHTS, save_weights
+
+    append_log(out / "train_log.csv", columns, row)
+    if score != score or score > state["best_val_dice"]:   # score != score: NaN, no validation
+        state.update(best_val_dice=score, best_epoch=epoch)
+        save_weights(net, out / WEIGHTS)
+    state.update(step=step, epoch=epoch)
+    save_checkpoint(out, net, optimizer, state)

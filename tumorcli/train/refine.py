@@ -23,11 +23,10 @@ import torch
 
 from tumorcli.nets.refiner import RefinerSpec
 from tumorcli.samplers.schedule import NoiseSchedule
-from tumorcli.train.checkpoint import append_log, load_checkpoint, save_checkpoint
+from tumorcli.train.checkpoint import close_epoch, load_checkpoint
 from tumorcli.train.priors import PRIORS, one_hot
 from tumorcli.train.schedule import lr_at
 
-LOG = "train_log.csv"
 LOG_COLUMNS = ("epoch", "step", "lr", "train_loss", "val_dice_prior", "val_dice_refined", "seconds")
 LOGIT_SCALE = 4.0   # MedSegDiff's x0 estimate in [−1, 1] × this = logits for DiceCE
 
@@ -56,7 +55,7 @@ def train_refiner(spec: RefinerSpec, config: RefineTrainConfig, out: Path, devic
                   resume: bool = False, advance: Callable[..., None] = lambda steps=1: None,
                   say: Callable[[str], None] = print) -> dict:
     from tumorcli.infer.segment import Segmenter
-    from tumorcli.nets.weights import WEIGHTS, save_weights, write_config
+    from tumorcli.nets.weights import write_config
     from tumorcli.runtime import seed_everything
     from tumorcli.train.data import find_cases, read_split, split_cases, write_split
     from tumorcli.train.priors import load_refine_case
@@ -112,14 +111,10 @@ def train_refiner(spec: RefinerSpec, config: RefineTrainConfig, out: Path, devic
         if (step + 1) % config.steps_per_epoch == 0:
             epoch = (step + 1) // config.steps_per_epoch
             prior_dice, refined_dice = validate(net, spec, val, device, config)
-            append_log(out / LOG, LOG_COLUMNS, [epoch, step + 1, optimizer.param_groups[0]["lr"],
-                                                float(np.mean(losses)), prior_dice, refined_dice,
-                                                round(time.perf_counter() - began, 1)])
-            if refined_dice > state["best_val_dice"] or not val:
-                state.update(best_val_dice=refined_dice, best_epoch=epoch)
-                save_weights(net, out / WEIGHTS)
-            state.update(step=step + 1, epoch=epoch)
-            save_checkpoint(out, net, optimizer, state)
+            row = [epoch, step + 1, optimizer.param_groups[0]["lr"], float(np.mean(losses)),
+                   prior_dice, refined_dice, round(time.perf_counter() - began, 1)]
+            close_epoch(out, LOG_COLUMNS, row, net, optimizer, state, step + 1, epoch,
+                        refined_dice)
             say(f"epoch {epoch}: loss {np.mean(losses):.4f}, val mean Dice prior {prior_dice:.3f}"
                 f" → refined {refined_dice:.3f} (best {state['best_val_dice']:.3f} at epoch "
                 f"{state['best_epoch']})")

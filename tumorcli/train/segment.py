@@ -19,7 +19,7 @@ import torch
 
 from tumorcli.nets.segmentation import SegNetConfig, build_segnet, parameter_count, regions_from_labels
 from tumorcli.train import distributed
-from tumorcli.train.checkpoint import append_log, load_checkpoint, save_checkpoint
+from tumorcli.train.checkpoint import close_epoch, load_checkpoint
 from tumorcli.train.data import (find_cases, load_case, read_split, sample_patches, split_cases,
                                  write_split)
 from tumorcli.train.schedule import lr_at
@@ -52,7 +52,7 @@ def train_segmentation(net_config: SegNetConfig, config: SegTrainConfig, out: Pa
     """Train, validate, checkpoint into `out`; returns the summary (best val Dice, test scores)."""
     from monai.losses import DiceLoss
 
-    from tumorcli.nets.weights import WEIGHTS, save_weights, write_config
+    from tumorcli.nets.weights import write_config
     from tumorcli.runtime import seed_everything
 
     rank, world, device = distributed.setup(device)
@@ -112,12 +112,7 @@ def train_segmentation(net_config: SegNetConfig, config: SegTrainConfig, out: Pa
                 mean = float(np.mean(scores)) if scores else float("nan")
                 row = [epoch, step + 1, optimizer.param_groups[0]["lr"], float(np.mean(losses)),
                        *scores, mean, round(time.perf_counter() - began, 1)]
-                append_log(out / LOG, LOG_COLUMNS, row)
-                if not scores or mean > state["best_val_dice"]:
-                    state.update(best_val_dice=mean, best_epoch=epoch)
-                    save_weights(net, out / WEIGHTS)
-                state.update(step=step + 1, epoch=epoch)
-                save_checkpoint(out, net, optimizer, state)
+                close_epoch(out, LOG_COLUMNS, row, net, optimizer, state, step + 1, epoch, mean)
                 say(f"epoch {epoch}: loss {np.mean(losses):.4f}, val Dice TC/WT/ET "
                     f"{'/'.join(f'{s:.3f}' for s in scores)} (best {state['best_val_dice']:.3f} "
                     f"at epoch {state['best_epoch']})")
