@@ -3,7 +3,8 @@
 Priors: the segmentation model (`--prior`) runs once over every case and its class
 probabilities are cached (priors/). The refiner learns on the prior model's own train split
 (its val/test patients stay unseen), with the prior dropped (zeroed) with p = prior_dropout so
-the same net also runs unconditionally.
+the same net also runs unconditionally. 70 % of the timesteps are drawn from [0, t′], the range
+conditional refinement samples in, the rest from [0, T) for the unconditional mode.
 - MedSegDiff (2D, ε): axial slices biased to tumour; loss ε-MSE + γ·DiceCE on the x0 estimate.
 - 3D DDPM refiner (x0 logits): patches biased to tumour; loss DiceCE + λ·Σ w‖softmax − Y0‖² with
   w = 3 on class edges, 1 elsewhere.
@@ -42,6 +43,7 @@ class RefineTrainConfig:
     weight_decay: float = 1e-5
     warmup_steps: int = 100
     prior_dropout: float = 0.1
+    low_noise_share: float = 0.7     # share of timesteps drawn from [0, t′] (refinement's range)
     dice_weight: float = 10.0        # MedSegDiff: γ
     edge_weight: float = 0.1         # 3D refiner: λ
     val_cases: int = 2
@@ -95,7 +97,9 @@ def train_refiner(spec: RefinerSpec, config: RefineTrainConfig, out: Path, devic
             train, config.batch_size, spec, rng)
         prior[rng.random(len(prior)) < config.prior_dropout] = 0           # unconditional
         x0 = 2 * one_hot(torch.from_numpy(labels)) - 1
-        t = torch.from_numpy(rng.integers(0, spec.train_steps, len(x0)))
+        t = torch.from_numpy(np.where(                    # most steps where refining starts
+            rng.random(len(x0)) < config.low_noise_share,
+            rng.integers(0, spec.start + 1, len(x0)), rng.integers(0, spec.train_steps, len(x0))))
         noise = torch.from_numpy(rng.standard_normal(x0.shape, dtype=np.float32))
         noisy = schedule.add_noise(x0, noise, t)
         condition = torch.from_numpy(np.concatenate([image, prior], 1))
