@@ -7,8 +7,9 @@ model was trained to predict, `post_session` in its config: the next or the last
   3. the identity baseline (post = pre)
   4. DDIM with 200 steps, true class (the quality cost of 20 steps)
 PSNR / SSIM (3D, brain only: voxels where the true post scan is not 0) as mean ± sd over
-patients; the class effect (predicted mean intensity inside the pre-treatment tumour mask, short
-minus long); slice coherence (mean |slice k+1 − slice k| in the brain, prediction over truth,
+patients; the class effect: the enhancing volume of the prediction (brain voxels at least as
+bright as the patient's own pre-treatment enhancing tumour, its 10th percentile), short minus
+long, next to the same volume in the true follow-ups of short and long survivors; slice coherence (mean |slice k+1 − slice k| in the brain, prediction over truth,
 with the noise map shared by all slices and with independent noise per slice); seconds per volume.
 
 Run: python benchmarks/predict_post_quality.py --data COHORT [--model predict-post]
@@ -28,6 +29,14 @@ def slice_roughness(volume: np.ndarray, brain: np.ndarray) -> float:
     """Mean |v[:, :, k+1] − v[:, :, k]| over voxels in the brain on both slices."""
     both = brain[:, :, 1:] & brain[:, :, :-1]
     return float(np.abs(np.diff(volume, axis=2))[both].mean())
+
+
+def enhancing_cm3(pre: np.ndarray, labels: np.ndarray, voxel_mm3: float):
+    """volume -> cm³ of brain voxels at least as bright as the 10th percentile of the pre scan's
+    enhancing tumour (label 3; the whole tumour mask when it has no label 3)."""
+    enhancing = labels == 3 if (labels == 3).any() else labels > 0
+    level = float(np.percentile(pre[enhancing], 10))
+    return lambda volume: float(((volume >= level) & (volume > 0)).sum() * voxel_mm3 / 1000)
 
 
 def main() -> None:
@@ -62,6 +71,7 @@ def main() -> None:
             "true class, DDIM 200": dict(steps=200, sampler="ddim")}
     scores = {name: [] for name in (*runs, "identity (post = pre)")}
     class_effect, seconds, roughness = [], [], {"shared": [], "independent": []}
+    true_enhancing = {"short": [], "long": []}
     for index, pair in enumerate(pairs):
         pre, mask, post = (load_volume(p) for p in (pair.pre_t1c, pair.pre_seg, pair.post_t1c))
         brain = np.asarray(post.array) > 0
@@ -82,9 +92,10 @@ def main() -> None:
             predicted[survival if name != "true class, DDIM 200" else "ddim"] = result.mean.array
             scores[name].append((psnr(result.mean.array, truth, brain),
                                  ssim(result.mean.array, truth, brain)))
-        tumour = np.asarray(mask.array) > 0
-        class_effect.append(float(predicted["short"][tumour].mean()
-                                  - predicted["long"][tumour].mean()))
+        enhancing = enhancing_cm3(np.asarray(pre.array, np.float32), np.asarray(mask.array),
+                                  pre.voxel_volume_mm3)
+        class_effect.append(enhancing(predicted["short"]) - enhancing(predicted["long"]))
+        true_enhancing[pair.survival].append(enhancing(truth))
         independent = predictor.predict(pre, mask, pair.survival, shared_noise=False).mean.array
         base = slice_roughness(truth, brain)
         roughness["shared"].append(slice_roughness(predicted[pair.survival], brain) / base)
@@ -99,9 +110,10 @@ def main() -> None:
                      f"{s.mean():.3f} ± "
                      f"{s.std(ddof=1):.3f} |")
     effect = np.array(class_effect)
-    lines += ["", f"Class effect in the pre-treatment tumour (predicted intensity, short − long): "
-              f"{effect.mean():.3f} ± {effect.std(ddof=1):.3f}, positive in "
-              f"{int((effect > 0).sum())}/{len(effect)} patients.",
+    truth_short, truth_long = (np.mean(true_enhancing[c] or [np.nan]) for c in ("short", "long"))
+    lines += ["", f"Class effect (predicted enhancing cm³, short − long): {effect.mean():.2f} ± "
+              f"{effect.std(ddof=1):.2f}, positive in {int((effect > 0).sum())}/{len(effect)} "
+              f"patients; true follow-ups: short {truth_short:.2f}, long {truth_long:.2f} cm³.",
               f"Slice roughness / truth's: shared noise {np.mean(roughness['shared']):.3f}, "
               f"independent noise per slice {np.mean(roughness['independent']):.3f}.",
               f"Seconds per volume (DPM-Solver++ 20 steps, guidance 2): {np.mean(seconds):.1f}."]
