@@ -20,7 +20,7 @@ from tumorcli.samplers.schedule import NoiseSchedule
 from tumorcli.train.checkpoint import append_log, load_checkpoint, read_state, save_checkpoint
 from tumorcli.train.ema import EMA
 from tumorcli.train.post_data import find_pairs, load_pair
-from tumorcli.train.schedule import lr_at
+from tumorcli.train.schedule import set_lr
 
 AUTOENCODER, DENOISER = "autoencoder.safetensors", "denoiser.safetensors"
 LOG = "train_log.csv"
@@ -110,9 +110,8 @@ def train_autoencoder(net, optimizer, train, val, config, state, out, device, ad
     held_out = torch.from_numpy(np.concatenate([p.post for p in val or train[:1]]))[:64]
     losses = []
     for step in range(state["step"], config.autoencoder_steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config.autoencoder_steps, config.autoencoder_lr,
-                                config.warmup_steps)
+        set_lr(optimizer, step, config.autoencoder_steps, config.autoencoder_lr,
+               config.warmup_steps)
         rng = np.random.default_rng([config.seed, 1, step])
         batch = images[rng.integers(len(images), size=config.batch_size)].to(device)  # (B,1,H,W)
         with autocast(device):
@@ -150,8 +149,7 @@ def train_denoiser(net, ema, optimizer, latents, model, config, state, out, devi
             for k, v in latents["train"].items()}
     losses = []
     for step in range(state["step"], config.denoiser_steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config.denoiser_steps, config.lr, config.warmup_steps)
+        set_lr(optimizer, step, config.denoiser_steps, config.lr, config.warmup_steps)
         generator = torch.Generator().manual_seed(config.seed * 100003 + step)
         pick = torch.randint(len(data["post"]), (config.batch_size,), generator=generator)
         post, pre, mask = (data[k][pick].to(device) for k in ("post", "pre", "mask"))

@@ -26,7 +26,7 @@ from tumorcli.nets.refiner import RefinerSpec
 from tumorcli.samplers.schedule import NoiseSchedule
 from tumorcli.train.checkpoint import close_epoch, load_checkpoint
 from tumorcli.train.priors import PRIORS, one_hot
-from tumorcli.train.schedule import lr_at
+from tumorcli.train.schedule import set_lr
 
 LOG_COLUMNS = ("epoch", "step", "lr", "train_loss", "val_dice_prior", "val_dice_refined", "seconds")
 LOGIT_SCALE = 4.0   # MedSegDiff's x0 estimate in [−1, 1] × this = logits for DiceCE
@@ -90,8 +90,7 @@ def train_refiner(spec: RefinerSpec, config: RefineTrainConfig, out: Path, devic
     advance(state["step"])
     began, losses = time.perf_counter(), []
     for step in range(state["step"], total_steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, total_steps, config.lr, config.warmup_steps)
+        set_lr(optimizer, step, total_steps, config.lr, config.warmup_steps)
         rng = np.random.default_rng([config.seed, step])
         image, prior, labels = (slice_batch if spec.is_2d else patch_batch)(
             train, config.batch_size, spec, rng)

@@ -14,3 +14,9 @@ def lr_at(step: int, total_steps: int, base_lr: float, warmup_steps: int,
     span = max(1, total_steps - warmup_steps - 1)
     progress = min(1.0, (step - warmup_steps) / span)
     return base_lr * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def set_lr(optimizer, step: int, total_steps: int, base_lr: float, warmup_steps: int) -> None:
+    """Every parameter group of `optimizer` to lr_at(step, ...)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, total_steps, base_lr, warmup_steps)

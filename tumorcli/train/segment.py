@@ -22,7 +22,7 @@ from tumorcli.train import distributed
 from tumorcli.train.checkpoint import close_epoch, load_checkpoint
 from tumorcli.train.data import (find_cases, load_case, read_split, sample_patches, split_cases,
                                  write_split)
-from tumorcli.train.schedule import lr_at
+from tumorcli.train.schedule import set_lr
 
 LOG = "train_log.csv"
 LOG_COLUMNS = ("epoch", "step", "lr", "train_loss", "val_dice_tc", "val_dice_wt", "val_dice_et",
@@ -89,8 +89,7 @@ def train_segmentation(net_config: SegNetConfig, config: SegTrainConfig, out: Pa
     began, losses = time.perf_counter(), []
 
     for step in range(state["step"], total_steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, total_steps, config.lr, config.warmup_steps)
+        set_lr(optimizer, step, total_steps, config.lr, config.warmup_steps)
         rng = np.random.default_rng([config.seed, step, rank])   # resumable, per-rank stream
         images, labels = sample_patches(train, config.batch_size, net_config.patch, rng)
         images = torch.from_numpy(images).to(device)               # (B, 4, *patch)
