@@ -11,8 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from tumorcli.cli.app import app
-from tumorcli.nets.segmentation import classes_from_regions, regions_from_classes
-from tumorcli.train.priors import one_hot
+from tumorcli.nets.segmentation import (classes_from_labels, classes_from_regions,
+                                        regions_from_classes)
 from tumorcli.train.refine import class_edges
 
 runner = CliRunner()
@@ -30,14 +30,14 @@ def test_classes_and_regions_round_trip_and_sum_to_one():
     nested[:, 1] = torch.maximum(nested[:, 1], nested[:, 0])
     assert torch.allclose(regions_from_classes(classes), nested, atol=1e-6)
     labels = torch.tensor([[[[0, 1], [2, 3]]]])                  # (1, 1, 2, 2)
-    assert regions_from_classes(one_hot(labels))[0, :, 0].tolist() == [
+    assert regions_from_classes(classes_from_labels(labels))[0, :, 0].tolist() == [
         [[0, 1], [0, 1]], [[0, 1], [1, 1]], [[0, 0], [0, 1]]]
 
 
 def test_class_edges_mark_both_sides_of_a_boundary_only():
     labels = torch.zeros(1, 8, 8, 8, dtype=torch.long)
     labels[:, 4:] = 2
-    edges = class_edges(one_hot(labels))[0, 0]
+    edges = class_edges(classes_from_labels(labels))[0, 0]
     assert edges[3:5].all() and not edges[:3].any() and not edges[5:].any()
 
 

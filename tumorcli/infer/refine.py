@@ -18,6 +18,7 @@ import torch
 
 from tumorcli.errors import BadInput
 from tumorcli.nets.refiner import RefinerSpec
+from tumorcli.nets.segmentation import classes_from_labels
 from tumorcli.nets.weights import WEIGHTS, load_weights, read_config
 from tumorcli.samplers import make_sampler
 from tumorcli.samplers.schedule import NoiseSchedule
@@ -91,9 +92,10 @@ class Refiner:
             generator = torch.Generator().manual_seed(seed * 1000 + sample)
             labels = self._sample(condition, prior[crop].float(), steps, start, conditional,
                                   sampler, generator)
-            votes += torch.nn.functional.one_hot(labels, 4).movedim(-1, 0).float()
+            votes += classes_from_labels(labels[None])[0]
             advance()
-        fractions = prior.clone().float() if conditional else _background(prior.shape)
+        fractions = prior.clone().float() if conditional else \
+            classes_from_labels(torch.zeros((1, *prior.shape[1:]), dtype=torch.long))[0]
         fractions[crop] = votes / samples
         shares = fractions.clamp(min=1e-12)
         entropy = -(fractions * shares.log()).sum(0)
@@ -169,9 +171,3 @@ def _pad_to(slices: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[slice,
     out = slices.new_zeros((*slices.shape[:2], size, size))
     out[(slice(None), slice(None), *window)] = slices
     return out, window
-
-
-def _background(shape) -> torch.Tensor:
-    fractions = torch.zeros(shape)
-    fractions[0] = 1
-    return fractions

@@ -9,7 +9,7 @@ means "no prior" (the unconditional mode, learnt by dropping the prior during tr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -17,7 +17,6 @@ from torch import nn
 from tumorcli.nets.medsegdiff import MedSegDiff, MedSegDiffConfig
 from tumorcli.nets.refiner3d import Refiner3DConfig, build_refiner3d
 
-REFINERS = ("medsegdiff", "ddpm")
 # the study's choices: MedSegDiff linear schedule / ε; the 3D refiner cosine schedule / x0
 DEFAULTS = {"medsegdiff": ("linear", "epsilon"), "ddpm": ("cosine", "sample")}
 
@@ -33,7 +32,6 @@ class RefinerSpec:
     train_steps: int = 1000
     start: int = 300                               # default t′ the prior is noised to
     prior_model: str = ""
-    extra: dict = field(default_factory=dict)
 
     @staticmethod
     def make(refiner: str, net, **values) -> "RefinerSpec":

@@ -97,6 +97,12 @@ def regions_from_labels(labels: torch.Tensor) -> torch.Tensor:
     return torch.stack([tc, wt, et], dim=-4).float()
 
 
+def classes_from_labels(labels: torch.Tensor) -> torch.Tensor:
+    """(B, *spatial) BraTS labels 0–3 -> (B, 4, *spatial) float one-hot over background, NETC,
+    SNFH, ET (label value = channel)."""
+    return torch.nn.functional.one_hot(labels.long().clamp(0, 3), 4).movedim(-1, 1).float()
+
+
 def classes_from_regions(regions: torch.Tensor) -> torch.Tensor:
     """(..., 3, X, Y, Z) TC/WT/ET probabilities -> (..., 4, X, Y, Z) probabilities of
     background, NETC, SNFH, ET (made nested first: ET ≤ TC ≤ WT), summing to 1."""

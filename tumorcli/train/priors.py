@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from tumorcli.train.data import Case, LoadedCase, load_case
 
@@ -43,8 +42,3 @@ def load_refine_case(case: Case, segmenter, cache: Path) -> RefineCase:
         with atomic_file(path) as temporary:
             save_file({"prior": prior}, str(temporary))
     return RefineCase(**vars(loaded), prior=prior)
-
-
-def one_hot(labels: torch.Tensor) -> torch.Tensor:
-    """(B, *spatial) BraTS labels 0–3 -> (B, 4, *spatial) float one-hot (label = channel)."""
-    return torch.nn.functional.one_hot(labels.long().clamp(0, 3), 4).movedim(-1, 1).float()

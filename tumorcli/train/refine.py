@@ -25,7 +25,8 @@ import torch
 from tumorcli.nets.refiner import RefinerSpec
 from tumorcli.samplers.schedule import NoiseSchedule
 from tumorcli.train.checkpoint import close_epoch, load_checkpoint
-from tumorcli.train.priors import PRIORS, one_hot
+from tumorcli.nets.segmentation import classes_from_labels
+from tumorcli.train.priors import PRIORS
 from tumorcli.train.schedule import set_lr
 
 LOG_COLUMNS = ("epoch", "step", "lr", "train_loss", "val_dice_prior", "val_dice_refined", "seconds")
@@ -95,7 +96,7 @@ def train_refiner(spec: RefinerSpec, config: RefineTrainConfig, out: Path, devic
         image, prior, labels = (slice_batch if spec.is_2d else patch_batch)(
             train, config.batch_size, spec, rng)
         prior[rng.random(len(prior)) < config.prior_dropout] = 0           # unconditional
-        x0 = 2 * one_hot(torch.from_numpy(labels)) - 1
+        x0 = 2 * classes_from_labels(torch.from_numpy(labels)) - 1
         t = torch.from_numpy(np.where(                    # most steps where refining starts
             rng.random(len(x0)) < config.low_noise_share,
             rng.integers(0, spec.start + 1, len(x0)), rng.integers(0, spec.train_steps, len(x0))))
@@ -198,7 +199,7 @@ def validate(net, spec: RefinerSpec, cases, device, config) -> tuple[float, floa
     """Mean TC/WT/ET Dice over `cases` of the prior and of the refined labels (conditional,
     DDIM, val_steps steps, seed 0)."""
     from tumorcli.infer.refine import Refiner
-    from tumorcli.nets.segmentation import regions_from_classes
+    from tumorcli.nets.segmentation import regions_from_classes, regions_from_labels
     from tumorcli.train.segment import region_dice
 
     if not cases:
@@ -209,7 +210,7 @@ def validate(net, spec: RefinerSpec, cases, device, config) -> tuple[float, floa
     for case in cases:
         prior = torch.from_numpy(case.prior.astype(np.float32))
         refined = refiner.refine(case.image.astype(np.float32), prior, steps=config.val_steps)
-        truth = regions_from_classes(one_hot(torch.from_numpy(case.labels)[None])[0]) > 0.5
+        truth = regions_from_labels(torch.from_numpy(case.labels)).bool()
         for name, classes in (("prior", prior), ("refined", refined.fractions)):
             scores[name].append(float(region_dice(regions_from_classes(classes) >= 0.5,
                                                   truth).mean()))
