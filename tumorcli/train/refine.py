@@ -77,6 +77,8 @@ def train_refiner(spec: RefinerSpec, config: RefineTrainConfig, out: Path, devic
     segmenter = Segmenter.load(prior_folder, device, overlap=0.5)
     load = lambda names: [load_refine_case(cases[n], segmenter, out / PRIORS) for n in names]
     train, val = load(split["train"]), load(split["val"][:config.val_cases])
+    batches, sources = (slice_batch, train) if spec.is_2d else \
+        (patch_batch, with_prior_channels(train))
 
     seed_everything(config.seed)
     net = spec.build().to(device)
@@ -93,8 +95,7 @@ def train_refiner(spec: RefinerSpec, config: RefineTrainConfig, out: Path, devic
     for step in range(state["step"], total_steps):
         set_lr(optimizer, step, total_steps, config.lr, config.warmup_steps)
         rng = np.random.default_rng([config.seed, step])
-        image, prior, labels = (slice_batch if spec.is_2d else patch_batch)(
-            train, config.batch_size, spec, rng)
+        image, prior, labels = batches(sources, config.batch_size, spec, rng)
         prior[rng.random(len(prior)) < config.prior_dropout] = 0           # unconditional
         x0 = 2 * classes_from_labels(torch.from_numpy(labels)) - 1
         t = torch.from_numpy(np.where(                    # most steps where refining starts
@@ -170,13 +171,20 @@ def slice_batch(cases, batch: int, spec: RefinerSpec, rng: np.random.Generator):
     return images, priors, labels
 
 
-def patch_batch(cases, batch: int, spec: RefinerSpec, rng: np.random.Generator):
-    """3D refiner batch: images (B, 4, P, P, P), priors (B, 4, ...), labels (B, ...), from the
-    segmentation patch sampler (tumour-biased, flips) with the prior cropped alongside."""
-    from tumorcli.train.data import LoadedCase, sample_patches
+def with_prior_channels(cases) -> list:
+    """RefineCases as LoadedCases whose image carries the prior as 4 more channels, so the
+    segmentation patch sampler crops both at once (built once, before training)."""
+    from tumorcli.train.data import LoadedCase
 
-    stacked = [LoadedCase(c.name, np.concatenate([c.image, c.prior]), c.labels, c.tumour, c.brain)
-               for c in cases]
+    return [LoadedCase(c.name, np.concatenate([c.image, c.prior]), c.labels, c.tumour, c.brain)
+            for c in cases]
+
+
+def patch_batch(stacked, batch: int, spec: RefinerSpec, rng: np.random.Generator):
+    """3D refiner batch: images (B, 4, P, P, P), priors (B, 4, ...), labels (B, ...), from the
+    segmentation patch sampler (tumour-biased, flips) over `with_prior_channels` cases."""
+    from tumorcli.train.data import sample_patches
+
     patch = (spec.net.patch,) * 3
     both, labels = sample_patches(stacked, batch, patch, rng, intensity_channels=4)
     return np.ascontiguousarray(both[:, :4]), np.ascontiguousarray(both[:, 4:]), labels
