@@ -4,8 +4,10 @@ Conditional mode (the study's): the prior's class probabilities, mapped to diffu
 (2p − 1), are noised to timestep t′ and a few DDIM / DPM-Solver++ steps bring them back while
 the net sees the MR channels and the prior. Unconditional mode (for comparison) starts from pure
 noise with the prior channels zeroed. Only a box around the prior's tumour (or, unconditional,
-the brain) is refined; the prior stands outside it. Each of `samples` runs is argmax'ed; the
-runs vote, and the vote's entropy is the uncertainty map. Runs are seeded: same seed, same labels.
+the brain) is refined; the prior stands outside it. MedSegDiff sees the box's axial slices
+whole, as in training; the 3D refiner slides its patch over the box. Each of `samples` runs is
+argmax'ed; the runs vote, and the vote's entropy is the uncertainty map. Runs are seeded: same
+seed, same labels.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import torch
 
 from tumorcli.errors import BadInput
-from tumorcli.nets.refiner import RefinerSpec
+from tumorcli.nets.refiner import RefinerSpec, fit_planes, plane_window
 from tumorcli.nets.segmentation import classes_from_labels
 from tumorcli.nets.weights import WEIGHTS, load_weights, read_config
 from tumorcli.samplers import make_sampler
@@ -79,11 +81,11 @@ class Refiner:
             raise BadInput(f"--steps {steps}: must lie in 1–{start + 1} when refining from "
                            f"t′ = {start}", "e.g. --steps 10")
         brain = torch.from_numpy(np.abs(image).sum(0) > 0)
-        box = _box(prior[1:].sum(0) >= 0.5 if conditional else brain, prior.shape[1:],
-                   self.spec.net.size if self.spec.is_2d else None)
+        box = _box(prior[1:].sum(0) >= 0.5 if conditional else brain, prior.shape[1:])
         if box is None:   # no tumour in the prior: nothing to refine
             return Refinement(prior.clone(), torch.zeros(prior.shape[1:]))
-        crop = (slice(None), *box)
+        context = self._context(box, prior.shape[1:])
+        crop = (slice(None), *context)
         condition = torch.cat([torch.from_numpy(np.ascontiguousarray(image[crop], np.float32)),
                                prior[crop].float() if conditional
                                else torch.zeros_like(prior[crop], dtype=torch.float32)])
@@ -96,13 +98,25 @@ class Refiner:
             advance()
         fractions = prior.clone().float() if conditional else \
             classes_from_labels(torch.zeros((1, *prior.shape[1:]), dtype=torch.long))[0]
-        fractions[crop] = votes / samples
+        kept = [slice(max(b.start, c.start), min(b.stop, c.stop)) for b, c in zip(box, context)]
+        within = [slice(k.start - c.start, k.stop - c.start) for k, c in zip(kept, context)]
+        fractions[(slice(None), *kept)] = votes[(slice(None), *within)] / samples
         shares = fractions.clamp(min=1e-12)
         entropy = -(fractions * shares.log()).sum(0)
         return Refinement(fractions, entropy)
 
+    def _context(self, box, shape) -> tuple[slice, slice, slice]:
+        """What the net sees around `box`: the box for the 3D refiner; for MedSegDiff the box's
+        axial slices whole, as in training (cropped to the net's size around the box when
+        larger). Only the box itself is written back."""
+        if not self.spec.is_2d:
+            return box
+        size = self.spec.net.size
+        return (*(plane_window(n, size, (b.start + b.stop) // 2)[0]
+                  for n, b in zip(shape[:2], box[:2])), box[2])
+
     def _sample(self, condition, prior, steps, start, conditional, sampler_name, generator):
-        """One refinement of the cropped box: (X, Y, Z) labels."""
+        """One refinement of the context crop: (X, Y, Z) labels."""
         sampler = make_sampler(sampler_name, self.schedule, self.spec.prediction, clip=1.0)
         noise = torch.randn(prior.shape, generator=generator)
         if conditional:
@@ -118,14 +132,14 @@ class Refiner:
         return x.argmax(0).cpu()
 
     def _predict(self, x: torch.Tensor, t: int, condition: torch.Tensor) -> torch.Tensor:
-        """The sampler's input for the whole box at timestep t: (4, X, Y, Z)."""
+        """The sampler's input for the whole context crop at timestep t: (4, X, Y, Z)."""
         spec = self.spec
         autocast = torch.autocast(self.device.type, torch.bfloat16,
                                   enabled=self.device.type == "cuda")
         if spec.is_2d:   # axial slices, batched, padded to the net's square size
             size = spec.net.size
             slices = torch.cat([x, condition]).permute(3, 0, 1, 2)        # (Z, 12, X, Y)
-            padded, window = _pad_to(slices, size)
+            padded, window = fit_planes(slices, size)
             outputs = []
             for chunk in padded.split(32):
                 t_batch = torch.full((len(chunk),), t, device=self.device)
@@ -146,28 +160,11 @@ class Refiner:
         return spec.sampler_output(raw)[0]
 
 
-def _box(mask: torch.Tensor, shape, in_plane: int | None) -> tuple[slice, slice, slice] | None:
-    """The bounding box of `mask` grown by MARGIN voxels, clipped to `shape` and, in x and y,
-    to at most `in_plane` voxels around its centre (a 2D net's slice size); None if empty."""
+def _box(mask: torch.Tensor, shape) -> tuple[slice, slice, slice] | None:
+    """The bounding box of `mask` grown by MARGIN voxels, clipped to `shape`; None if empty."""
     found = mask.nonzero()
     if len(found) == 0:
         return None
     low = (found.min(0).values - MARGIN).clamp(min=0)
     high = torch.minimum(found.max(0).values + MARGIN + 1, torch.tensor(shape))
-    if in_plane is not None:
-        for axis in (0, 1):
-            extra = int(high[axis] - low[axis]) - in_plane
-            if extra > 0:
-                low[axis] += extra // 2
-                high[axis] = low[axis] + in_plane
     return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
-
-
-def _pad_to(slices: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[slice, slice]]:
-    """(K, C, H, W) with H, W ≤ size -> (K, C, size, size) zero-padded around the centre, and
-    the window of the result that holds the input."""
-    top, left = (size - slices.shape[2]) // 2, (size - slices.shape[3]) // 2
-    window = (slice(top, top + slices.shape[2]), slice(left, left + slices.shape[3]))
-    out = slices.new_zeros((*slices.shape[:2], size, size))
-    out[(slice(None), slice(None), *window)] = slices
-    return out, window

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -71,3 +72,25 @@ class RefinerSpec:
     def sampler_output(self, raw: torch.Tensor) -> torch.Tensor:
         """What the samplers take (`prediction`): ε as is; x0 logits as 2·softmax − 1."""
         return raw if self.prediction == "epsilon" else 2 * torch.softmax(raw.float(), 1) - 1
+
+
+def plane_window(n: int, size: int, centre: int | None = None) -> tuple[slice, slice]:
+    """How an axis of n voxels meets a 2D net's `size`: (source, target) slices. A shorter axis
+    is zero-padded around the net's centre; a longer one is cropped to `size` voxels around
+    `centre` (default: the axis centre), kept inside the axis. Training and refinement share
+    it, so the net sees slices placed the same way in both."""
+    if n <= size:
+        return slice(0, n), slice((size - n) // 2, (size - n) // 2 + n)
+    low = (n - size) // 2 if centre is None else min(max(centre - size // 2, 0), n - size)
+    return slice(low, low + size), slice(0, size)
+
+
+def fit_planes(planes, size: int, centres=(None, None)):
+    """(..., H, W) array or tensor -> (..., size, size) per `plane_window`, and the (target)
+    window of the result that holds the kept part of the input."""
+    (source_h, target_h), (source_w, target_w) = (
+        plane_window(n, size, c) for n, c in zip(planes.shape[-2:], centres))
+    shape = (*planes.shape[:-2], size, size)
+    out = planes.new_zeros(shape) if torch.is_tensor(planes) else np.zeros(shape, planes.dtype)
+    out[..., target_h, target_w] = planes[..., source_h, source_w]
+    return out, (target_h, target_w)

@@ -22,10 +22,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from tumorcli.nets.refiner import RefinerSpec
+from tumorcli.nets.refiner import RefinerSpec, fit_planes
+from tumorcli.nets.segmentation import classes_from_labels
 from tumorcli.samplers.schedule import NoiseSchedule
 from tumorcli.train.checkpoint import close_epoch, load_checkpoint
-from tumorcli.nets.segmentation import classes_from_labels
 from tumorcli.train.priors import PRIORS
 from tumorcli.train.schedule import set_lr
 
@@ -166,8 +166,8 @@ def slice_batch(cases, batch: int, spec: RefinerSpec, rng: np.random.Generator):
         for axis in (1, 2):
             if rng.random() < 0.5:
                 planes = [np.flip(plane, axis) for plane in planes]
-        images[b], priors[b], labels[b] = _fit(planes[0], size), _fit(planes[1], size), \
-            _fit(planes[2], size)[0]
+        images[b], priors[b], labels[b] = (fit_planes(np.asarray(plane, np.float32), size)[0]
+                                           for plane in (planes[0], planes[1], planes[2][0]))
     return images, priors, labels
 
 
@@ -188,18 +188,6 @@ def patch_batch(stacked, batch: int, spec: RefinerSpec, rng: np.random.Generator
     patch = (spec.net.patch,) * 3
     both, labels = sample_patches(stacked, batch, patch, rng, intensity_channels=4)
     return np.ascontiguousarray(both[:, :4]), np.ascontiguousarray(both[:, 4:]), labels
-
-
-def _fit(plane: np.ndarray, size: int) -> np.ndarray:
-    """(C, H, W) -> (C, size, size): centred zero padding / central crop."""
-    out = np.zeros((plane.shape[0], size, size), np.float32)
-    source, target = [], []
-    for n in plane.shape[1:]:
-        kept = min(n, size)
-        source.append(slice((n - kept) // 2, (n - kept) // 2 + kept))
-        target.append(slice((size - kept) // 2, (size - kept) // 2 + kept))
-    out[(slice(None), *target)] = plane[(slice(None), *source)]
-    return out
 
 
 @torch.no_grad()
