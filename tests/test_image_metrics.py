@@ -18,7 +18,8 @@ from scipy.ndimage import gaussian_filter
 from typer.testing import CliRunner
 
 from tumorcli.cli.app import app
-from tumorcli.metrics.image import (gaussian_window, image_scores, local_moments, psnr,
+from tumorcli.metrics.image import (gaussian_window, image_scores, local_moments,
+                                    percentile_normalised, psnr,
                                     slice_mean, ssim, ssim_map)
 from tumorcli.metrics.image_evaluation import COLUMNS, image_case_id
 
@@ -324,3 +325,32 @@ def test_evaluate_image_as_a_real_subprocess(tmp_path):
     header, rows = read_csv(out)
     assert header == HEADER and [r["case"] for r in rows] == ["real", "mean", "sd"]
     assert rows[2]["psnr_3d"] == ""  # one case: no SD
+
+
+def test_percentile_normalisation_ignores_a_scanner_gain_but_not_a_change(tmp_path):
+    real = head(4)
+    reference = save_image(tmp_path / "ref" / "BraTS-GLI-00004-001-t1c.nii.gz", real)
+    rescaled = save_image(tmp_path / "gain" / "BraTS-GLI-00004-001-t1c.nii.gz", 2.5 * real + 0)
+    changed = real.copy()
+    changed[12:18, 12:18, 10:14] *= 0.3                       # a darker cavity
+    moved = save_image(tmp_path / "change" / "BraTS-GLI-00004-001-t1c.nii.gz", 2.5 * changed)
+    scores = {}
+    for name, prediction in (("gain", rescaled), ("change", moved)):
+        for how in ("none", "percentile"):
+            result = runner.invoke(app, ["evaluate-image", "--pred", str(prediction), "--ref",
+                                         str(reference), "--normalize", how, "--json"])
+            assert result.exit_code == 0, result.output
+            scores[name, how] = json.loads(result.stdout)["rows"][0]["psnr_3d_brain"]
+    assert scores["gain", "percentile"] > 100 and scores["gain", "none"] < 10  # float32 noise
+    assert 5 < scores["change", "percentile"] < 40      # the cavity is still an error
+    brain = real != 0
+    normalised = percentile_normalised(real, brain)
+    assert normalised[~brain].max() == 0 and normalised.max() == 1
+    assert np.mean(normalised[brain] == 1) == pytest.approx(0.005, abs=0.003)
+
+
+def test_an_unknown_normalisation_is_one_red_line(tmp_path):
+    reference = save_image(tmp_path / "real.nii.gz", head(1))
+    result = runner.invoke(app, ["evaluate-image", "--pred", str(reference), "--ref",
+                                 str(reference), "--normalize", "minmax"])
+    assert result.exit_code == 2 and "--normalize minmax: unknown" in result.stderr

@@ -27,6 +27,10 @@ def evaluate_image(
     data_range: Annotated[Optional[float], typer.Option(
         "--data-range", help="Intensity range (peak) for PSNR and SSIM. Default: the "
         "reference's max − min over the image (or the brain, for the _brain scores).")] = None,
+    normalize: Annotated[str, typer.Option(
+        "--normalize", help="none: score raw intensities. percentile: first map each image's "
+        "brain 0.5–99.5th percentiles to 0–1 (clipped, 0 outside the brain; data range 1), "
+        "so a different scanner gain between sessions is not scored as error.")] = "none",
     modality: Annotated[Optional[str], typer.Option(
         "--modality", help="Which image of a case holding several (t1c, t1n, t2w, t2f, …). "
         "Default: the prediction's file-name suffix.")] = None,
@@ -58,6 +62,7 @@ def evaluate_image(
     Examples:
       tumor evaluate-image --pred pred-t1c.nii.gz --ref BraTS-GLI-00001-001-t1c.nii.gz
       tumor evaluate-image --pred preds/ --ref followups/ --modality t1c -o image_scores.csv
+      tumor evaluate-image --pred post.nii.gz --ref followup-t1c.nii.gz --normalize percentile
     """
     start(quiet, as_json)
     from functools import partial
@@ -71,6 +76,8 @@ def evaluate_image(
 
     if output is not None:
         check_table_path(output)
+    if normalize not in ("none", "percentile"):
+        raise BadInput(f"--normalize {normalize}: unknown", "use none or percentile")
     if data_range is not None and not data_range > 0:
         raise BadInput(f"--data-range {data_range:g}: must be positive",
                        "e.g. --data-range 1 for images scaled to [0, 1]")
@@ -89,7 +96,7 @@ def evaluate_image(
             failures.append(error)
     rows = []
     with task("Scoring images", total=len(items)) as advance:
-        scoring = partial(score_image_files, data_range=data_range)
+        scoring = partial(score_image_files, data_range=data_range, normalize=normalize)
         for row, error in run_each(scoring, items, 1, advance):
             if error is not None:
                 failures.append(error)

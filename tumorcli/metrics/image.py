@@ -9,6 +9,11 @@ Masked scores: PSNR uses the mask voxels only; SSIM is the mean of the map over 
 whose centre voxel is in the mask (windows still see the neighbours outside it, and mask voxels
 within 5 voxels of the image border have no window). MONAI has no masked SSIM.
 
+Unknown scanner scale: MR intensities have no absolute unit, and two sessions of one patient
+differ by a gain. `percentile_normalised` maps an image's brain 0.5–99.5th percentiles onto
+0–1 (clipped, 0 outside the brain), as the BraSyn challenge scores synthesised MR, so that a
+prediction is scored on its anatomy and contrast, not on the gain of the reference scanner.
+
 Data range (the "peak"): given, or the reference's max − min over the voxels scored (the mask,
 else the whole image). Filtering runs in float32 like MONAI, on images shifted by the
 reference's mid-range so the variances keep their precision; sums are in float64.
@@ -37,6 +42,19 @@ def default_data_range(ref: np.ndarray, mask: np.ndarray | None = None) -> float
     """Reference max − min over the mask voxels (or the whole image), in image units."""
     values = ref[mask] if mask is not None else ref
     return float(values.max() - values.min()) if values.size else 0.0
+
+
+def percentile_normalised(image: np.ndarray, brain: np.ndarray, low: float = 0.5,
+                          high: float = 99.5) -> np.ndarray:
+    """float32 image with the brain's `low`/`high` percentiles at 0/1, clipped to [0, 1]; 0
+    outside the brain. A constant brain maps to 0."""
+    values = image[brain]
+    if values.size == 0:
+        raise ValueError("percentile_normalised needs a non-empty brain mask")
+    bottom, top = np.percentile(values, [low, high])
+    spread = top - bottom if top > bottom else 1.0
+    scaled = np.clip((image.astype(np.float32) - bottom) / spread, 0, 1)
+    return np.where(brain, scaled, 0).astype(np.float32)
 
 
 def psnr(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None,

@@ -143,16 +143,18 @@ def brain_mask_for(masks: dict[str, Path] | None, case: str) -> Path | None:
 
 
 def score_image_files(item: tuple[str, Path, Path, Path | None],
-                      data_range: float | None = None) -> dict:
+                      data_range: float | None = None, normalize: str = "none") -> dict:
     """The COLUMNS row of one (case, prediction, reference, brain mask or None) item.
 
     Brain: the mask's non-zero voxels, or the reference's non-zero voxels without a mask.
+    normalize "percentile": each image is `percentile_normalised` in that brain first, and the
+    data range defaults to 1.
     Raises BadInput naming the file for different grids, non-finite voxels, an image smaller
     than the SSIM window, an empty brain or a constant reference.
     """
     from tumorcli.io.volume import load_volume
     from tumorcli.metrics.evaluation import check_same_grid
-    from tumorcli.metrics.image import WINDOW, image_scores
+    from tumorcli.metrics.image import WINDOW, image_scores, percentile_normalised
 
     case, prediction_path, reference_path, mask_path = item
     prediction, reference = load_volume(prediction_path), load_volume(reference_path)
@@ -178,14 +180,17 @@ def score_image_files(item: tuple[str, Path, Path, Path | None],
     if not brain.any():
         raise BadInput(f"{where}: the brain is empty (no non-zero voxel)",
                        "give a brain mask with --mask")
+    predicted, real = np.asarray(prediction.array), np.asarray(reference.array)
+    if normalize == "percentile":
+        predicted, real = (percentile_normalised(v, brain) for v in (predicted, real))
+        data_range = 1.0 if data_range is None else data_range
     if data_range is None:
         for region, name in ((None, "image"), (brain, "brain")):
             values = reference.array if region is None else reference.array[region]
             if values.max() == values.min():
                 raise BadInput(f"{reference_path}: the reference {name} is constant, so "
                                "PSNR/SSIM have no data range", "give --data-range")
-    scores = image_scores(np.asarray(prediction.array), np.asarray(reference.array), brain,
-                          data_range)
+    scores = image_scores(predicted, real, brain, data_range)
     return {"case": case, **scores}
 
 
