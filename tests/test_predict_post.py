@@ -86,6 +86,39 @@ def test_a_run_stopped_after_stage_one_resumes_into_the_denoiser(post_cohort, tm
     assert stages[-2:] == [("denoiser", "2"), ("denoiser", "4")]
 
 
+def test_a_residual_model_adds_the_predicted_change_to_the_pre_latent(post_cohort, tmp_path,
+                                                                      monkeypatch):
+    from tumorcli.infer.predict_post import PostPredictor
+
+    out = tmp_path / "residual"
+    result = runner.invoke(app, ["train", "predict-post", "--data", str(post_cohort), "-o",
+                                 str(out), "--autoencoder-steps", "4", "--denoiser-steps", "2",
+                                 "--target", "residual", *TINY, "-q"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["target"] == "residual" and np.isfinite(config["target_scale"])
+    assert config["target_scale"] > 0 and config["target_scale"] != 1.0
+    # a denoiser that predicts no change must hand the decoder exactly the pre latents
+    monkeypatch.setattr(PostPredictor, "_denoise",
+                        lambda self, noise, *rest: torch.zeros_like(noise))
+    predictor = PostPredictor(out, torch.device("cpu"))
+    encoded, decoded = [], []
+    encode, decode = predictor.autoencoder.encode, predictor.autoencoder.decode
+    monkeypatch.setattr(predictor.autoencoder, "encode",
+                        lambda x: encoded.append(encode(x)[0]) or (encoded[-1], None))
+    monkeypatch.setattr(predictor.autoencoder, "decode",
+                        lambda z: decoded.append(z) or decode(z))
+    pre, mask = case_files(post_cohort)
+    predictor.predict(load_volume(pre), load_volume(mask), "short", steps=2)
+    assert torch.allclose(torch.cat(decoded), torch.cat(encoded), atol=1e-5)
+
+
+def test_an_unknown_target_is_bad_input(post_cohort, tmp_path):
+    result = runner.invoke(app, ["train", "predict-post", "--data", str(post_cohort), "-o",
+                                 str(tmp_path / "m"), "--target", "delta"])
+    assert result.exit_code == 2 and "--target delta: expected post or residual" in result.output
+
+
 def test_prediction_lands_on_the_pre_grid_in_its_intensity_scale(post_model, post_cohort,
                                                                  tmp_path):
     pre, mask = case_files(post_cohort)

@@ -154,6 +154,10 @@ def predict_post(
     unet_channels: Annotated[str, typer.Option("--unet-channels")] = "32,64,64",
     prediction: Annotated[str, typer.Option("--prediction", help="v_prediction or epsilon.")
                           ] = "v_prediction",
+    target: Annotated[str, typer.Option("--target", help="What the denoiser diffuses: post "
+                                        "(the post latent, as in the paper) or residual (post "
+                                        "− pre latent: unchanged brain costs nothing to "
+                                        "learn).")] = "post",
     class_dropout: Annotated[float, typer.Option("--class-dropout", help="P(survival class "
                                                  "dropped) for guidance.")] = 0.15,
     warmup: Annotated[int, typer.Option("--warmup", help="Warm-up steps of each stage.")] = 100,
@@ -187,6 +191,8 @@ def predict_post(
     if prediction not in ("v_prediction", "epsilon"):
         raise BadInput(f"--prediction {prediction}: expected v_prediction or epsilon",
                        "v_prediction is the default")
+    if target not in ("post", "residual"):
+        raise BadInput(f"--target {target}: expected post or residual", "e.g. --target residual")
 
     from tumorcli.nets.latent_diffusion import AutoencoderConfig, DenoiserConfig, PostModelConfig
     from tumorcli.progress import task
@@ -195,7 +201,7 @@ def predict_post(
 
     unet = _ints(unet_channels, "--unet-channels")
     model = PostModelConfig(
-        spacing_mm=spacing, prediction=prediction,
+        spacing_mm=spacing, prediction=prediction, target=target,
         autoencoder=AutoencoderConfig(channels=_ints(ae_channels, "--ae-channels")),
         denoiser=DenoiserConfig(channels=unet, attention=(False,) * (len(unet) - 1) + (True,)))
     config = PostTrainConfig(
@@ -207,7 +213,8 @@ def predict_post(
                  f"--autoencoder-steps "
                  f"{autoencoder_steps} --denoiser-steps {denoiser_steps} --batch-size "
                  f"{batch_size} --lr {lr:g} --spacing {spacing:g} --ae-channels {ae_channels} "
-                 f"--unet-channels {unet_channels} --prediction {prediction} --warmup {warmup} "
+                 f"--unet-channels {unet_channels} --prediction {prediction} --target {target} "
+                 f"--warmup {warmup} "
                  f"--ema-decay {ema_decay:g} --seed {seed}"))
     say = (lambda text: None) if quiet or as_json else (lambda text: console().print(text))
     with task("Training predict-post", total=autoencoder_steps + denoiser_steps) as advance:

@@ -82,6 +82,8 @@ class PostPredictor:
                                                guidance, steps, sampler, generator)
                                  for start, chunk in zip(range(0, len(condition), batch),
                                                          condition.split(batch))])
+            if config.target == "residual":   # the diffused change, added to the pre latent
+                latents = condition[:, :latents.shape[1]] + latents / config.target_scale
             slices = torch.cat([self.autoencoder.decode(chunk / config.latent_scale)
                                 for chunk in latents.split(batch)]).float().cpu().numpy()
             volume = np.zeros(prepared.grid.shape, np.float32)

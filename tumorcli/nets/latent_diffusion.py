@@ -45,6 +45,8 @@ class PostModelConfig:
     train_steps: int = 1000
     prediction: str = "v_prediction"
     latent_scale: float = 1.0          # latents × scale have unit variance (set after stage 1)
+    target: str = "post"               # what is diffused: the post latent, or residual: post − pre
+    target_scale: float = 1.0          # the diffused target × this has unit variance (residual)
 
     @property
     def pad_multiple(self) -> int:

@@ -87,8 +87,12 @@ def train_post_model(model: PostModelConfig, config: PostTrainConfig, out: Path,
     latents = {part: encode_pairs(autoencoder, slices, device)
                for part, slices in (("train", train), ("val", val))}
     if not resume or "latent_scale" not in state:
-        scale = float(1 / latents["train"]["post"].std())
-        model = replace(model, latent_scale=scale)
+        train_latents = latents["train"]
+        scale = float(1 / train_latents["post"].std())
+        residual = (train_latents["post"] - train_latents["pre"]) * scale
+        model = replace(model, latent_scale=scale,
+                        target_scale=float(1 / residual.std()) if model.target == "residual"
+                        else 1.0)
         write_config(out, {**model.to_dict(), "training": asdict(config)})
         state["latent_scale"] = scale
     denoiser = build_denoiser(model).to(device)
@@ -153,6 +157,8 @@ def train_denoiser(net, ema, optimizer, latents, model, config, state, out, devi
         generator = torch.Generator().manual_seed(config.seed * 100003 + step)
         pick = torch.randint(len(data["post"]), (config.batch_size,), generator=generator)
         post, pre, mask = (data[k][pick].to(device) for k in ("post", "pre", "mask"))
+        if model.target == "residual":   # diffuse the change; the pre latent is the condition
+            post = (post - pre) * model.target_scale
         survival = data["survival"][pick].clone()
         survival[torch.rand(len(pick), generator=generator) < config.class_dropout] = 0
         t = torch.randint(model.train_steps, (len(pick),), generator=generator)
