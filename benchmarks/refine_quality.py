@@ -6,7 +6,7 @@ The held-out sessions are the prior model's test split (the refiners train on it
 All runs go through `segment_volumes`, the path `tumor segment --refine` takes.
 
 Run: python benchmarks/refine_quality.py --data COHORT [--prior resunet]
-     [--refiners refine-medsegdiff refine-ddpm] [--steps 10] [--samples 1] [--cases 35]
+     [--refiners refine-medsegdiff refine-ddpm] [--steps 10] [--start T] [--samples 1] [--cases 35]
      [--markdown table.md] [--device auto]
 """
 
@@ -26,6 +26,8 @@ def main() -> None:
     parser.add_argument("--prior", default="resunet")
     parser.add_argument("--refiners", nargs="+", default=["refine-medsegdiff", "refine-ddpm"])
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--start", type=int, help="t′ the prior is noised to (default: each "
+                        "refiner's own)")
     parser.add_argument("--samples", type=int, default=1)
     parser.add_argument("--cases", type=int, default=0, help="0 = every test session")
     parser.add_argument("--unconditional-cases", type=int, default=8,
@@ -53,7 +55,7 @@ def main() -> None:
         refiner = Refiner.load(find_model_folder(name), device)
         refiner.check_prior(segmenter.config, prior_folder)
         kind = refiner.spec.refiner
-        runs[f"prior + {kind}"] = RefineOptions(refiner, args.steps, None, args.samples)
+        runs[f"prior + {kind}"] = RefineOptions(refiner, args.steps, args.start, args.samples)
         runs[f"{kind} unconditional"] = RefineOptions(refiner, args.steps, None, args.samples,
                                                       conditional=False)
     scores = {name: [] for name in runs}
@@ -73,20 +75,23 @@ def main() -> None:
             for name in runs if scores[name] and scores[name][-1].case == case.name), flush=True)
 
     header = ("| run | sessions | Dice TC | Dice WT | Dice ET | HD95 TC | HD95 WT | HD95 ET | "
-              "s / volume |")
+              "median HD95 TC | WT | ET | s / volume |")
+    start = "the refiner's t′" if args.start is None else f"t′ = {args.start}"
     lines = [f"{len(cases)} held-out sessions of {args.data} (prior {prior_folder.name}, "
-             f"{args.steps} DDIM steps from the refiner's t′, {args.samples} sample(s), "
-             f"device {device})", "", header, "|" + "---|" * 9]
+             f"{args.steps} DDIM steps from {start}, {args.samples} sample(s), "
+             f"device {device})", "", header, "|" + "---|" * 12]
     for name, rows in scores.items():
         if not rows:
             continue
-        cells = [f"{np.mean([r.dice for r in rows if r.region == g]):.3f}" for g in ("TC", "WT", "ET")]
-        cells += [f"{np.mean([r.hd95_mm for r in rows if r.region == g]):.2f}"
-                  for g in ("TC", "WT", "ET")]
+        cells = [f"{np.mean([r.dice for r in rows if r.region == g]):.3f}"
+                 for g in ("TC", "WT", "ET")]
+        for average in (np.mean, np.median):
+            cells += [f"{average([r.hd95_mm for r in rows if r.region == g]):.2f}"
+                      for g in ("TC", "WT", "ET")]
         lines.append(f"| {name} | {len(rows) // 3} | " + " | ".join(cells)
                      + f" | {np.mean(seconds[name]):.1f} |")
-    lines += ["", "HD95: mean over sessions in mm; an empty prediction with a non-empty truth "
-              "(or the reverse) scores 373.13 (BraTS). Seconds include the prior."]
+    lines += ["", "HD95: mean (and median) over sessions in mm; an empty prediction with a "
+              "non-empty truth (or the reverse) scores 373.13 (BraTS). Seconds include the prior."]
     print("\n" + "\n".join(lines))
     if args.markdown:
         args.markdown.write_text("\n".join(lines) + "\n")
