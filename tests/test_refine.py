@@ -131,3 +131,25 @@ def test_bad_refine_options_are_one_red_line(tiny_segmenter, seg_cohort, tmp_pat
     result = runner.invoke(app, ["segment", "-i", str(subject), "-o", str(tmp_path / "s.nii.gz"),
                                  "--model", str(tiny_segmenter[0]), *args])
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_refined_islands_without_the_prior_class_go_back_to_the_prior():
+    from tumorcli.infer.refine import revert_islands
+    from tumorcli.nets.segmentation import classes_from_labels
+
+    prior_labels = torch.zeros((1, 20, 20, 20), dtype=torch.long)
+    prior_labels[0, 5:10, 5:10, 5:10] = 2                      # SNFH
+    prior_labels[0, 6:8, 6:8, 6:8] = 3                         # ET inside it
+    refined_labels = prior_labels.clone()
+    refined_labels[0, 5:10, 5:11, 5:10] = 2                    # boundary moved: kept
+    refined_labels[0, 6:8, 6:9, 6:8] = 3                       # ET grown from the prior's: kept
+    refined_labels[0, 15, 15, 15] = 3                          # a stray ET voxel: reverted
+    refined_labels[0, 8, 8, 8] = 1                             # NETC the prior never had: reverted
+    prior = classes_from_labels(prior_labels)[0].float()
+    refined = classes_from_labels(refined_labels)[0].float()
+    out = revert_islands(refined, prior).argmax(0)
+    assert out[15, 15, 15] == 0 and out[8, 8, 8] == 2
+    expected = refined_labels[0].clone()
+    expected[15, 15, 15], expected[8, 8, 8] = 0, 2
+    assert torch.equal(out, expected)
+    assert revert_islands(prior, prior) is prior                # nothing to revert
