@@ -9,11 +9,11 @@ model was trained to predict, `post_session` in its config: the next or the last
 PSNR / SSIM (3D, brain only: voxels where the true post scan is not 0) as mean ± sd over
 patients, on raw intensities and after percentile normalisation of each image (brain
 0.5–99.5th percentiles to 0–1, as `tumor evaluate-image --normalize percentile`: the simulated
-scanner gain differs between sessions and no model can predict it); the class effect: the
-enhancing volume of the prediction near the tumour (normalised voxels within 10 mm of the
-pre-treatment tumour at least as bright as the patient's own pre-treatment enhancing tumour,
-its 10th percentile), short minus long, next to the same volume in the true follow-ups of short
-and long survivors; slice coherence (mean |slice k+1 − slice k| in the brain, prediction over
+scanner gain differs between sessions and no model can predict it); the class effect: in the
+patients whose true follow-up has ≥ 1 cm³ of enhancing tumour (regrowth), the mean brain
+z-score of the prediction inside that enhancing tumour with the short class minus with the long
+class (> 0: "short" predicts the regrowth brighter), next to the true follow-up's and the pre
+scan's z-score there; slice coherence (mean |slice k+1 − slice k| in the brain, prediction over
 truth, with the noise map shared by all slices and with independent noise per slice); seconds
 per volume.
 
@@ -36,17 +36,22 @@ def slice_roughness(volume: np.ndarray, brain: np.ndarray) -> float:
     return float(np.abs(np.diff(volume, axis=2))[both].mean())
 
 
-def enhancing_cm3(pre: np.ndarray, labels: np.ndarray, spacing: tuple[float, ...]):
-    """normalised volume -> cm³ of voxels within 10 mm of the pre-treatment tumour at least as
-    bright as the 10th percentile of the normalised pre scan's enhancing tumour (label 3; the
-    whole tumour when it has no label 3)."""
-    from scipy import ndimage
+def brain_z(volume: np.ndarray) -> np.ndarray:
+    """volume z-scored over its non-zero (brain) voxels."""
+    brain = volume > 0
+    return (volume - volume[brain].mean()) / volume[brain].std()
 
-    enhancing = labels == 3 if (labels == 3).any() else labels > 0
-    level = float(np.percentile(pre[enhancing], 10))
-    reach = ndimage.distance_transform_edt(labels == 0, sampling=spacing) <= 10
-    voxel_cm3 = float(np.prod(spacing)) / 1000
-    return lambda volume: float(((volume >= level) & reach & (volume > 0)).sum() * voxel_cm3)
+
+def followup_enhancing(post_t1c: Path) -> np.ndarray | None:
+    """The true follow-up's enhancing tumour (label 3) when it holds at least 1 cm³, else None."""
+    from tumorcli.io.volume import load_volume
+
+    seg = post_t1c.with_name(post_t1c.name.replace("-t1c", "-seg"))
+    if not seg.is_file():
+        return None
+    volume = load_volume(seg)
+    enhancing = np.asarray(volume.array) == 3
+    return enhancing if enhancing.sum() * volume.voxel_volume_mm3 >= 1000 else None
 
 
 def main() -> None:
@@ -88,7 +93,7 @@ def main() -> None:
                 psnr(*normalised, brain, data_range=1.0), ssim(*normalised, brain, data_range=1.0))
 
     class_effect, seconds, roughness = [], [], {"shared": [], "independent": []}
-    true_enhancing = {"short": [], "long": []}
+    regrowth_z = {"truth": [], "pre": []}
     for index, pair in enumerate(pairs):
         pre, mask, post = (load_volume(p) for p in (pair.pre_t1c, pair.pre_seg, pair.post_t1c))
         brain = np.asarray(post.array) > 0
@@ -107,13 +112,12 @@ def main() -> None:
                 seconds.append(time.perf_counter() - began)
             predicted[survival if name != "true class, DDIM 200" else "ddim"] = result.mean.array
             scores[name].append(scored(result.mean.array, truth, brain))
-        pre_brain = pre_image > 0
-        enhancing = enhancing_cm3(percentile_normalised(pre_image, pre_brain),
-                                  np.asarray(mask.array), pre.spacing)
-        short, long = (percentile_normalised(predicted[c], predicted[c] > 0)
-                       for c in ("short", "long"))
-        class_effect.append(enhancing(short) - enhancing(long))
-        true_enhancing[pair.survival].append(enhancing(percentile_normalised(truth, brain)))
+        regrowth = followup_enhancing(pair.post_t1c)
+        if regrowth is not None:
+            short, long = (brain_z(predicted[c])[regrowth].mean() for c in ("short", "long"))
+            class_effect.append(short - long)
+            regrowth_z["truth"].append(brain_z(truth)[regrowth].mean())
+            regrowth_z["pre"].append(brain_z(pre_image)[regrowth].mean())
         independent = predictor.predict(pre, mask, pair.survival, shared_noise=False).mean.array
         base = slice_roughness(truth, brain)
         roughness["shared"].append(slice_roughness(predicted[pair.survival], brain) / base)
@@ -128,11 +132,12 @@ def main() -> None:
         lines.append(f"| {name} | {len(values)} | {_spread(p, 2)} | {_spread(s, 3)} | "
                      f"{_spread(raw_p, 2)} | {_spread(raw_s, 3)} |")
     effect = np.array(class_effect)
-    truth_short, truth_long = (np.mean(true_enhancing[c] or [np.nan]) for c in ("short", "long"))
-    lines += ["", "Class effect (predicted enhancing cm³ within 10 mm of the tumour, short − "
-              f"long): {effect.mean():.2f} ± {effect.std(ddof=1):.2f}, positive in "
-              f"{int((effect > 0).sum())}/{len(effect)} patients; true follow-ups: short "
-              f"{truth_short:.2f}, long {truth_long:.2f} cm³.",
+    lines += ["", f"Class effect in the {len(effect)} patients with ≥ 1 cm³ of enhancing "
+              "regrowth at follow-up (prediction's brain z-score inside it, short − long "
+              f"class): "
+              f"{_spread(effect, 2)}, positive in {int((effect > 0).sum())}/{len(effect)}; "
+              f"there the true follow-up has z {_spread(np.array(regrowth_z['truth']), 2)} and "
+              f"the pre scan z {_spread(np.array(regrowth_z['pre']), 2)}.",
               f"Slice roughness / truth's: shared noise {np.mean(roughness['shared']):.3f}, "
               f"independent noise per slice {np.mean(roughness['independent']):.3f}.",
               f"Seconds per volume (DPM-Solver++ 20 steps, guidance 2): {np.mean(seconds):.1f}."]
@@ -143,6 +148,8 @@ def main() -> None:
 
 def _spread(values: np.ndarray, digits: int) -> str:
     """mean ± sample sd (no sd for one value)"""
+    if len(values) == 0:
+        return "–"
     sd = f"{values.std(ddof=1):.{digits}f}" if len(values) > 1 else "–"
     return f"{values.mean():.{digits}f} ± {sd}"
 
