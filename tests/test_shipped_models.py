@@ -49,3 +49,23 @@ def test_the_shipped_resunet_finds_the_tumour_of_a_sample_patient():
     labels = segment_volumes(segmenter, volumes).labels.array > 0
     truth = np.asarray(decimated(case / f"{case.name}-seg.nii.gz").array) > 0
     assert 2 * (labels & truth).sum() / (labels.sum() + truth.sum()) > 0.85
+
+
+def test_the_shipped_medsegdiff_refines_a_sample_patient_without_losing_the_tumour():
+    from tumorcli.infer.refine import RefineOptions, Refiner
+    from tumorcli.infer.segment import Segmenter, find_model_folder, segment_volumes
+
+    case = SAMPLE / "BraTS-GLI-00002-000"
+    cpu = torch.device("cpu")
+    segmenter = Segmenter.load(find_model_folder(str(ROOT / "models" / "seg-resunet")), cpu)
+    refiner = Refiner.load(find_model_folder(str(ROOT / "models" / "refine-medsegdiff")), cpu)
+    refiner.check_prior(segmenter.config, ROOT / "models" / "seg-resunet")
+    volumes = {m: decimated(case / f"{case.name}-{m}.nii.gz") for m in segmenter.config.modalities}
+    truth = np.asarray(decimated(case / f"{case.name}-seg.nii.gz").array)
+    options = RefineOptions(refiner, steps=10, seed=0)
+    first = segment_volumes(segmenter, volumes, refine=options).labels.array
+    again = segment_volumes(segmenter, volumes, refine=options).labels.array
+    assert np.array_equal(first, again)                       # seeded
+    for region in ((1, 3), (1, 2, 3)):                          # TC, WT
+        found, real = np.isin(first, region), np.isin(truth, region)
+        assert 2 * (found & real).sum() / (found.sum() + real.sum()) > 0.85, region
