@@ -42,14 +42,11 @@ def brain_z(volume: np.ndarray) -> np.ndarray:
     return (volume - volume[brain].mean()) / volume[brain].std()
 
 
-def followup_enhancing(post_t1c: Path) -> np.ndarray | None:
+def followup_enhancing(post_seg: Path) -> np.ndarray | None:
     """The true follow-up's enhancing tumour (label 3) when it holds at least 1 cm³, else None."""
     from tumorcli.io.volume import load_volume
 
-    seg = post_t1c.with_name(post_t1c.name.replace("-t1c", "-seg"))
-    if not seg.is_file():
-        return None
-    volume = load_volume(seg)
+    volume = load_volume(post_seg)
     enhancing = np.asarray(volume.array) == 3
     return enhancing if enhancing.sum() * volume.voxel_volume_mm3 >= 1000 else None
 
@@ -112,7 +109,7 @@ def main() -> None:
                 seconds.append(time.perf_counter() - began)
             predicted[survival if name != "true class, DDIM 200" else "ddim"] = result.mean.array
             scores[name].append(scored(result.mean.array, truth, brain))
-        regrowth = followup_enhancing(pair.post_t1c)
+        regrowth = followup_enhancing(pair.post_seg)
         if regrowth is not None:
             short, long = (brain_z(predicted[c])[regrowth].mean() for c in ("short", "long"))
             class_effect.append(short - long)
@@ -134,8 +131,7 @@ def main() -> None:
     effect = np.array(class_effect)
     lines += ["", f"Class effect in the {len(effect)} patients with ≥ 1 cm³ of enhancing "
               "regrowth at follow-up (prediction's brain z-score inside it, short − long "
-              f"class): "
-              f"{_spread(effect, 2)}, positive in {int((effect > 0).sum())}/{len(effect)}; "
+              f"class): {_spread(effect, 2)}, positive in {int((effect > 0).sum())}/{len(effect)}; "
               f"there the true follow-up has z {_spread(np.array(regrowth_z['truth']), 2)} and "
               f"the pre scan z {_spread(np.array(regrowth_z['pre']), 2)}.",
               f"Slice roughness / truth's: shared noise {np.mean(roughness['shared']):.3f}, "

@@ -29,6 +29,7 @@ class PostPair:
     pre_seg: Path
     post_t1c: Path
     survival: str    # "short" | "long"
+    post_seg: Path   # the follow-up's labels (the benchmark scores regrowth inside them)
 
 
 POST_SESSIONS = ("next", "last")
@@ -60,7 +61,7 @@ def find_pairs(root: Path, post: str = "next") -> list[PostPair]:
             continue
         after = cases[1] if post == "next" else cases[-1]
         pairs.append(PostPair(patient, patient, cases[0].images["t1c"], cases[0].seg,
-                              after.images["t1c"], survival[patient]))
+                              after.images["t1c"], survival[patient], after.seg))
     if not pairs:
         raise BadInput(f"{root}: no patient has two sessions and a short/long survival class",
                        "make a cohort with --sessions 2 or more")
