@@ -85,11 +85,11 @@ def plane_window(n: int, size: int, centre: int | None = None) -> tuple[slice, s
     return slice(low, low + size), slice(0, size)
 
 
-def fit_planes(planes, size: int, centres=(None, None)):
-    """(..., H, W) array or tensor -> (..., size, size) per `plane_window`, and the (target)
-    window of the result that holds the kept part of the input."""
-    (source_h, target_h), (source_w, target_w) = (
-        plane_window(n, size, c) for n, c in zip(planes.shape[-2:], centres))
+def fit_planes(planes, size: int):
+    """(..., H, W) array or tensor -> (..., size, size) per `plane_window` (centred), and the
+    (target) window of the result that holds the kept part of the input."""
+    (source_h, target_h), (source_w, target_w) = (plane_window(n, size)
+                                                  for n in planes.shape[-2:])
     shape = (*planes.shape[:-2], size, size)
     out = planes.new_zeros(shape) if torch.is_tensor(planes) else np.zeros(shape, planes.dtype)
     out[..., target_h, target_w] = planes[..., source_h, source_w]

@@ -89,10 +89,11 @@ def train_post_model(model: PostModelConfig, config: PostTrainConfig, out: Path,
     if not resume or "latent_scale" not in state:
         train_latents = latents["train"]
         scale = float(1 / train_latents["post"].std())
-        residual = (train_latents["post"] - train_latents["pre"]) * scale
-        model = replace(model, latent_scale=scale,
-                        target_scale=float(1 / residual.std()) if model.target == "residual"
-                        else 1.0)
+        target_scale = 1.0
+        if model.target == "residual":
+            residual = (train_latents["post"] - train_latents["pre"]) * scale
+            target_scale = float(1 / residual.std())
+        model = replace(model, latent_scale=scale, target_scale=target_scale)
         write_config(out, {**model.to_dict(), "training": asdict(config)})
         state["latent_scale"] = scale
     denoiser = build_denoiser(model).to(device)
