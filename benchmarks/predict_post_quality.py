@@ -73,7 +73,7 @@ def main() -> None:
     from tumorcli.train.post_data import find_pairs
 
     folder = find_model_folder(args.model)
-    predictor = PostPredictor(folder, resolve_device(args.device))
+    predictor = PostPredictor.load(folder, resolve_device(args.device))
     test = set(read_split(folder)["test"])
     post = read_config(folder).get("training", {}).get("post_session", "next")
     pairs = [p for p in find_pairs(args.data, post) if p.name in test][:args.patients]

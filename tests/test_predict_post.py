@@ -101,7 +101,7 @@ def test_a_residual_model_adds_the_predicted_change_to_the_pre_latent(post_cohor
     # a denoiser that predicts no change must hand the decoder exactly the pre latents
     monkeypatch.setattr(PostPredictor, "_denoise",
                         lambda self, noise, *rest: torch.zeros_like(noise))
-    predictor = PostPredictor(out, torch.device("cpu"))
+    predictor = PostPredictor.load(out, torch.device("cpu"))
     encoded, decoded = [], []
     encode, decode = predictor.autoencoder.encode, predictor.autoencoder.decode
     monkeypatch.setattr(predictor.autoencoder, "encode",
@@ -157,6 +157,30 @@ def test_the_survival_class_and_guidance_change_the_prediction(post_model, post_
         outputs[survival, guidance] = load_volume(out).array
     assert not np.array_equal(outputs["short", "2"], outputs["long", "2"])
     assert not np.array_equal(outputs["short", "2"], outputs["short", "1"])
+
+
+def test_slices_sampled_in_chunks_match_the_whole_volume_in_one_batch(post_model):
+    """The chunk size is a memory knob (CPU 64, the GPU benchmark the whole volume): with a
+    deterministic sampler it must not change the latents; guidance's two passes share a batch,
+    so they must also match the unguided conditional and unconditional runs combined."""
+    from tumorcli.infer.predict_post import PostPredictor
+
+    predictor = PostPredictor.load(post_model, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(3)
+    channels = predictor.config.autoencoder.latent_channels
+    noise = torch.randn(5, channels, 8, 8, generator=generator)
+    condition = torch.randn(5, channels + 1, 8, 8, generator=generator)
+    with torch.no_grad():
+        whole = predictor.sample_latents(noise, condition, 1, steps=3, batch=5)
+        chunked = predictor.sample_latents(noise, condition, 1, steps=3, batch=2)
+        one_step = {label: predictor.sample_latents(noise, condition, label, guidance=1.0,
+                                                    steps=1, sampler="ddim")
+                    for label in (0, 1)}
+        guided = predictor.sample_latents(noise, condition, 1, guidance=3.0, steps=1,
+                                          sampler="ddim")
+    assert whole.shape == noise.shape and torch.allclose(whole, chunked, atol=1e-5)
+    # one DDIM step returns x0_hat, linear in the model output: guidance mixes the two runs
+    assert torch.allclose(guided, one_step[0] + 3.0 * (one_step[1] - one_step[0]), atol=1e-4)
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])

@@ -87,7 +87,7 @@ def predict_post(
     from tumorcli.runtime import resolve_device, seed_everything
 
     seed_everything(seed)
-    predictor = PostPredictor(find_model_folder(model), resolve_device(device))
+    predictor = PostPredictor.load(find_model_folder(model), resolve_device(device))
     pre_volume = read_scan(pre, "t1c")
     mask_volume = _read_mask(mask, pre)
     began = time.perf_counter()

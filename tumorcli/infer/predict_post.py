@@ -35,18 +35,28 @@ class PostPrediction:
 
 
 class PostPredictor:
-    def __init__(self, folder: Path, device: torch.device) -> None:
+    def __init__(self, config: PostModelConfig, autoencoder: torch.nn.Module,
+                 denoiser: torch.nn.Module, device: torch.device) -> None:
+        self.config = config
+        self.device = device
+        self.autoencoder = autoencoder.to(device).eval()
+        self.denoiser = denoiser.to(device).eval()
+        self.schedule = NoiseSchedule.make(config.schedule, config.train_steps)
+        self.autocast = True   # bfloat16 denoiser on CUDA (the samplers' arithmetic stays float32)
+
+    @staticmethod
+    def load(folder: Path, device: torch.device) -> "PostPredictor":
+        """The model in `folder` (config.json, autoencoder and denoiser safetensors)."""
         data = read_config(folder)
         if data.get("kind") != "predict-post":
             raise BadInput(f"{folder}: a {data.get('kind', 'unknown')} model, not a predict-post "
                            "model", "pick a model made by tumor train predict-post")
-        self.config = PostModelConfig.from_dict(data)
-        self.device = device
-        self.autoencoder = load_weights(build_autoencoder(self.config.autoencoder),
-                                        Path(folder) / "autoencoder.safetensors").to(device).eval()
-        self.denoiser = load_weights(build_denoiser(self.config),
-                                     Path(folder) / "denoiser.safetensors").to(device).eval()
-        self.schedule = NoiseSchedule.make(self.config.schedule, self.config.train_steps)
+        config = PostModelConfig.from_dict(data)
+        return PostPredictor(
+            config,
+            load_weights(build_autoencoder(config.autoencoder),
+                         Path(folder) / "autoencoder.safetensors"),
+            load_weights(build_denoiser(config), Path(folder) / "denoiser.safetensors"), device)
 
     @torch.no_grad()
     def predict(self, pre: Volume, mask: Volume, survival: str, *, guidance: float = 2.0,
@@ -78,10 +88,9 @@ class PostPredictor:
                      *condition.shape[-2:])
             noise = torch.randn(shape, generator=generator).to(self.device)
             noise = noise.expand(len(condition), -1, -1, -1)  # (K, C, h, w), one map shared
-            latents = torch.cat([self._denoise(noise[start:start + batch], chunk, label,
-                                               guidance, steps, sampler, generator)
-                                 for start, chunk in zip(range(0, len(condition), batch),
-                                                         condition.split(batch))])
+            latents = self.sample_latents(noise, condition, label, guidance=guidance,
+                                          steps=steps, sampler=sampler, generator=generator,
+                                          batch=batch)
             if config.target == "residual":   # the diffused change, added to the pre latent
                 latents = condition[:, :latents.shape[1]] + latents / config.target_scale
             slices = torch.cat([self.autoencoder.decode(chunk / config.latent_scale)
@@ -99,6 +108,18 @@ class PostPredictor:
         make = lambda array: Volume(array, pre.affine, pre.header, source=pre.source)
         return PostPrediction(make(mean), None if std is None else make(std))
 
+    def sample_latents(self, noise: torch.Tensor, condition: torch.Tensor, label: int, *,
+                       guidance: float = 2.0, steps: int = 20, sampler: str = "dpmpp",
+                       generator: torch.Generator | None = None, batch: int = 64) -> torch.Tensor:
+        """Clean latents (K, C, h, w) from noise (K, C, h, w) and the condition (K, C + 1, h, w),
+        `batch` slices at a time (on CUDA in bfloat16 unless self.autocast is False)."""
+        dtype = torch.bfloat16 if self.device.type == "cuda" and self.autocast else None
+        with torch.autocast(self.device.type, dtype or torch.float32, enabled=dtype is not None):
+            return torch.cat([self._denoise(noise[start:start + batch], chunk, label, guidance,
+                                            steps, sampler, generator).float()
+                              for start, chunk in zip(range(0, len(condition), batch),
+                                                      condition.split(batch))])
+
     def _denoise(self, noise, condition, label, guidance, steps, sampler_name, generator):
         """The clean post latents of one chunk of slices (B, C, h, w)."""
         sampler = make_sampler(sampler_name, self.schedule, self.config.prediction)
@@ -111,12 +132,12 @@ class PostPredictor:
                 both = self.denoiser(torch.cat([torch.cat([x, x]), torch.cat([condition] * 2)], 1),
                                      torch.full((2 * len(x),), t, device=x.device),
                                      class_labels=labels)
-                unconditional, conditional = both.chunk(2)
+                unconditional, conditional = both.float().chunk(2)
                 output = unconditional + guidance * (conditional - unconditional)
             else:
                 labels = torch.full((len(x),), label, device=x.device)
                 output = self.denoiser(torch.cat([x, condition], 1),
                                        torch.full((len(x),), t, device=x.device),
-                                       class_labels=labels)
+                                       class_labels=labels).float()
             x = sampler.step(output, t, x, generator=generator)
         return x
