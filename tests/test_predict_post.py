@@ -84,6 +84,8 @@ def test_a_run_stopped_after_stage_one_resumes_into_the_denoiser(post_cohort, tm
     assert json.loads(again.stdout)["step"] == 4
     stages = [(row["stage"], row["step"]) for row in csv.DictReader(open(out / "train_log.csv"))]
     assert stages[-2:] == [("denoiser", "2"), ("denoiser", "4")]
+    config = json.loads((out / "config.json").read_text())   # the card reads the steps here
+    assert config["training"]["denoiser_steps"] == 4 and config["latent_scale"] != 1.0
 
 
 def test_a_residual_model_adds_the_predicted_change_to_the_pre_latent(post_cohort, tmp_path,

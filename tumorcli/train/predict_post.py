@@ -73,6 +73,8 @@ def train_post_model(model: PostModelConfig, config: PostTrainConfig, out: Path,
 
         model = PostModelConfig.from_dict(read_config(out))
         state = read_state(out)
+        # the model stays as written; "training" records this call's steps (they may change)
+        write_config(out, {**model.to_dict(), "training": asdict(config)})
     if state["stage"] == "autoencoder":
         optimizer = torch.optim.AdamW(autoencoder.parameters(), lr=config.autoencoder_lr)
         if resume:
