@@ -86,6 +86,8 @@ def test_a_run_resumed_from_its_checkpoint_ends_with_the_same_weights(cohort, tm
         assert torch.allclose(straight[key], resumed[key], atol=1e-6), key
     rows = list(csv.DictReader(open(tmp_path / "resumed" / "train_log.csv")))
     assert [row["epoch"] for row in rows] == ["1", "2"]
+    config = json.loads((tmp_path / "resumed" / "config.json").read_text())
+    assert config["training"]["epochs"] == 2 and config["architecture"] == "resunet"
 
 
 def test_tiny_resunet_trained_from_the_cli_learns_the_tumour(tiny_segmenter):

@@ -52,7 +52,7 @@ def train_segmentation(net_config: SegNetConfig, config: SegTrainConfig, out: Pa
     """Train, validate, checkpoint into `out`; returns the summary (best val Dice, test scores)."""
     from monai.losses import DiceLoss
 
-    from tumorcli.nets.weights import write_config
+    from tumorcli.nets.weights import read_config, write_config
     from tumorcli.runtime import seed_everything
 
     rank, world, device = distributed.setup(device)
@@ -60,6 +60,8 @@ def train_segmentation(net_config: SegNetConfig, config: SegTrainConfig, out: Pa
     cases = {case.name: case for case in find_cases(Path(config.data))}
     if resume:
         split = read_split(out)
+        if rank == 0:   # the net stays as written; "training" records this call (epochs may grow)
+            write_config(out, {**read_config(out), "training": asdict(config)})
     else:
         split = split_cases(list(cases.values()), config.seed)
         if rank == 0:
