@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,18 @@ def test_tiny_resunet_trained_from_the_cli_learns_the_tumour(tiny_segmenter):
     assert "Held-out test scores" in card and "tumor train segment" in card
     log = list(csv.DictReader(open(out / "train_log.csv")))
     assert float(log[-1]["train_loss"]) < float(log[0]["train_loss"])
+
+
+def test_a_run_resumed_from_the_cli_cites_both_calls_in_its_card(tiny_segmenter, seg_cohort,
+                                                                 tmp_path):
+    out = tmp_path / "longer"
+    shutil.copytree(tiny_segmenter[0], out)
+    result = runner.invoke(app, ["train", "segment", "--data", str(seg_cohort), "-o", str(out),
+                                 "--epochs", "3", "--test-cases", "1", "--resume", "-q"])
+    assert result.exit_code == 0, result.output
+    card = (out / "card.md").read_text()
+    assert "--epochs 2 " in card and "then resumed with --epochs 3 --resume" in card
+    assert json.loads((out / "config.json").read_text())["training"]["epochs"] == 3
 
 
 @pytest.mark.parametrize("args, message", [

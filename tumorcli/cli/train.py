@@ -103,7 +103,9 @@ def segment(
 
         saved = read_config(output)
         net_config = SegNetConfig.from_dict(saved)
-        config = SegTrainConfig(**{**saved["training"], "epochs": epochs})
+        command = saved["training"].get("command", "")   # the card cites every call
+        config = SegTrainConfig(**{**saved["training"], "epochs": epochs, "command":
+                                   f"{command}, then resumed with --epochs {epochs} --resume"})
     else:
         net_config = SegNetConfig(architecture=model.value, spacing_mm=spacing,
                                   patch=patch_voxels, channels=_ints(channels, "--channels"),
