@@ -39,11 +39,12 @@ def test_every_shipped_model_is_fp16_safetensors_with_a_config_and_a_card(folder
         assert floats == {torch.float16}, path
 
 
-def test_the_shipped_resunet_finds_the_tumour_of_a_sample_patient():
+@pytest.mark.parametrize("name", ["seg-resunet", "seg-swinunetr"])
+def test_each_shipped_segmenter_finds_the_tumour_of_a_sample_patient(name):
     from tumorcli.infer.segment import Segmenter, find_model_folder, segment_volumes
 
     case = SAMPLE / "BraTS-GLI-00002-000"
-    segmenter = Segmenter.load(find_model_folder(str(ROOT / "models" / "seg-resunet")),
+    segmenter = Segmenter.load(find_model_folder(str(ROOT / "models" / name)),
                                torch.device("cpu"))
     volumes = {m: decimated(case / f"{case.name}-{m}.nii.gz") for m in segmenter.config.modalities}
     labels = segment_volumes(segmenter, volumes).labels.array > 0

@@ -44,8 +44,8 @@ def segment(
     t2f: Annotated[Optional[Path], typer.Option("--t2f", help="FLAIR.", show_default=False)
                    ] = None,
     model: Annotated[str, typer.Option(
-        "--model", help="resunet (shipped, see models/seg-resunet/card.md), a model name from "
-        "`tumor info` (swinunetr once shipped) or a model folder from `tumor train segment`.")
+        "--model", help="resunet or swinunetr (both shipped, see models/*/card.md), a model "
+        "name from `tumor info` or a model folder from `tumor train segment`.")
         ] = "resunet",
     tta: Annotated[bool, typer.Option("--tta", help="Average over the 8 axis flips (8× time).")
                    ] = False,
