@@ -57,8 +57,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--model", default="predict-post")
     parser.add_argument("--patients", type=int, default=12)
-    parser.add_argument("--ddim-patients", type=int, default=0,
-                        help="run the slow DDIM-200 on the first N patients only (0 = all)")
+    parser.add_argument("--ddim-patients", type=int, default=None,
+                        help="run the slow DDIM-200 on the first N patients only (default: all; "
+                        "0 = none)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--markdown", type=Path, help="also write the table here (model cards)")
     args = parser.parse_args()
@@ -99,7 +100,8 @@ def main() -> None:
         scores["identity (post = pre)"].append(scored(pre_image, truth, brain))
         predicted = {}
         for name, run in runs.items():
-            if run["steps"] == 200 and 0 < args.ddim_patients <= index:
+            if run["steps"] == 200 and args.ddim_patients is not None and \
+                    index >= args.ddim_patients:
                 continue
             survival = flip[pair.survival] if run.get("flipped") else pair.survival
             began = time.perf_counter()
@@ -125,6 +127,8 @@ def main() -> None:
              "| run | n | PSNR dB, normalised | SSIM, normalised | PSNR dB, raw | SSIM, raw |",
              "|---|---|---|---|---|---|"]
     for name, values in scores.items():
+        if not values:   # DDIM-200 with --ddim-patients 0
+            continue
         raw_p, raw_s, p, s = np.array(values).T
         lines.append(f"| {name} | {len(values)} | {_spread(p, 2)} | {_spread(s, 3)} | "
                      f"{_spread(raw_p, 2)} | {_spread(raw_s, 3)} |")
