@@ -113,10 +113,10 @@ class PostPredictor:
                        generator: torch.Generator | None = None, batch: int = 64) -> torch.Tensor:
         """Clean latents (K, C, h, w) from noise (K, C, h, w) and the condition (K, C + 1, h, w),
         `batch` slices at a time (on CUDA in bfloat16 unless self.autocast is False)."""
-        dtype = torch.bfloat16 if self.device.type == "cuda" and self.autocast else None
-        with torch.autocast(self.device.type, dtype or torch.float32, enabled=dtype is not None):
+        half = self.device.type == "cuda" and self.autocast
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=half):
             return torch.cat([self._denoise(noise[start:start + batch], chunk, label, guidance,
-                                            steps, sampler, generator).float()
+                                            steps, sampler, generator)
                               for start, chunk in zip(range(0, len(condition), batch),
                                                       condition.split(batch))])
 
