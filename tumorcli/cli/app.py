@@ -138,6 +138,7 @@ app.command("predict-post")(predict_post.predict_post)
 app.command("info")(info.info)
 app.command("synth-cohort")(synth_cohort.synth_cohort)
 from tumorcli.cli import train_refine  # noqa: E402,F401  (registers `tumor train refine`)
+from tumorcli.cli import train_postprocess  # noqa: E402,F401  (`tumor train postprocess`)
 
 app.add_typer(train.train_app, name="train")
 

@@ -49,6 +49,10 @@ def segment(
         ] = "resunet",
     tta: Annotated[bool, typer.Option("--tta", help="Average over the 8 axis flips (8× time).")
                    ] = False,
+    postprocess: Annotated[bool, typer.Option(
+        "--postprocess/--no-postprocess", help="The model's small-region rule (its card: "
+        "small predicted ET → NETC, small tumour core → SNFH; chosen on its val sessions).")
+        ] = True,
     overlap: Annotated[float, typer.Option("--overlap", help="Sliding-window overlap (0–0.9).")
                        ] = 0.5,
     probabilities: Annotated[Optional[Path], typer.Option(
@@ -138,7 +142,8 @@ def segment(
     from tumorcli.runtime import resolve_device, seed_everything
 
     seed_everything(seed)
-    segmenter = Segmenter.load(find_model_folder(model), resolve_device(device), overlap)
+    segmenter = Segmenter.load(find_model_folder(model), resolve_device(device), overlap,
+                               postprocess)
     options = None
     if refine is not None:
         from tumorcli.infer.refine import RefineOptions, Refiner

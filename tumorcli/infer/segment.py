@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from tumorcli.errors import BadInput
+from tumorcli.infer.postprocess import SmallRegionRule
 from tumorcli.infer.prepare import onto_grid, prepare
 from tumorcli.io.volume import Volume
 from tumorcli.nets.segmentation import SegNetConfig, build_segnet, labels_from_regions
@@ -43,21 +44,27 @@ def find_model_folder(name_or_path: str) -> Path:
 
 
 class Segmenter:
-    """A loaded segmentation net. probabilities(): (C, X, Y, Z) net-grid input -> (3, X, Y, Z)."""
+    """A loaded segmentation net. probabilities(): (C, X, Y, Z) net-grid input -> (3, X, Y, Z);
+    `small_regions` is the model's label post-processing (config.json "postprocess")."""
 
     def __init__(self, net: torch.nn.Module, config: SegNetConfig, device: torch.device,
-                 overlap: float = 0.5) -> None:
+                 overlap: float = 0.5, small_regions: SmallRegionRule = SmallRegionRule()
+                 ) -> None:
         self.net, self.config, self.device, self.overlap = net.eval(), config, device, overlap
+        self.small_regions = small_regions
 
     @staticmethod
-    def load(folder: Path, device: torch.device, overlap: float = 0.5) -> "Segmenter":
+    def load(folder: Path, device: torch.device, overlap: float = 0.5,
+             postprocess: bool = True) -> "Segmenter":
         data = read_config(folder)
         if data.get("kind") != "segmentation":
             raise BadInput(f"{folder}: a {data.get('kind', 'unknown')} model, not a segmentation "
                            "model", "pick a model made by tumor train segment")
         config = SegNetConfig.from_dict(data)
         net = load_weights(build_segnet(config), Path(folder) / WEIGHTS)
-        return Segmenter(net.to(device), config, device, overlap)
+        rule = SmallRegionRule.from_dict(data.get("postprocess")) if postprocess \
+            else SmallRegionRule()
+        return Segmenter(net.to(device), config, device, overlap, rule)
 
     @torch.no_grad()
     def probabilities(self, image: np.ndarray, tta: bool = False) -> torch.Tensor:
@@ -89,7 +96,8 @@ def segment_volumes(segmenter: Segmenter, volumes: dict[str, Volume], tta: bool 
                     refine=None) -> Segmentation:
     """Labels and region probabilities for one subject's co-registered modalities; with
     `refine` (infer.refine.RefineOptions) the prior is refined by diffusion on the net grid and
-    the probabilities are the refinement vote's shares."""
+    the probabilities are the refinement vote's shares. The labels then go through the model's
+    small-region post-processing (the probabilities do not)."""
     config = segmenter.config
     prepared = prepare(volumes, config.modalities, config.spacing_mm)
     on_net = segmenter.probabilities(prepared.image, tta)
@@ -110,6 +118,7 @@ def segment_volumes(segmenter: Segmenter, volumes: dict[str, Volume], tta: bool 
         brain |= np.asarray(volume.array) != 0
     regions[~brain] = 0
     labels = labels_from_regions(torch.from_numpy(np.moveaxis(regions, -1, 0))).numpy()
+    labels = segmenter.small_regions.apply(labels, source.voxel_cm3)
     reference = volumes.get("t1c") or volumes[config.modalities[0]]  # whose header to keep
     on_source = lambda array: Volume(array, source.affine, None, source=reference.source)
     uncertainty = None if entropy is None else on_source(

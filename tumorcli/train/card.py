@@ -79,6 +79,19 @@ def _cohort_command(data: Path) -> str | None:
             f"--seed {settings['seed']}" + ("" if settings.get("treated", True) else " --untreated"))
 
 
+def _postprocess_line(tuned: dict | None) -> str | None:
+    if not tuned:
+        return None
+    from tumorcli.infer.postprocess import SmallRegionRule
+
+    dice = [np.mean(tuned[f"dice_{when}"]) for when in ("before", "after")]
+    hd95 = [np.mean(tuned[f"hd95_mm_{when}"]) for when in ("before", "after")]
+    return (f"- Post-processing (chosen on {tuned['tuned_on']}): "
+            f"{SmallRegionRule.from_dict(tuned).describe()}; there mean Dice {dice[0]:.3f} → "
+            f"{dice[1]:.3f}, mean HD95 {hd95[0]:.1f} → {hd95[1]:.1f} mm. The test scores below "
+            "include it.")
+
+
 def write_segmentation_card(folder: Path, net_config, config, summary: dict, split: dict) -> Path:
     """card.md: what the model is, the data and command that made it, and its held-out scores."""
     test = summary.get("test") or {}
@@ -99,7 +112,8 @@ def write_segmentation_card(folder: Path, net_config, config, summary: dict, spl
              f"({'GPU' if 'cuda' in str(test.get('device', '')) else 'CPU'}).",
              f"- Command: `{config.command}`" if config.command else "",
              f"- Best validation Dice (mean TC/WT/ET): {summary['best_val_dice']:.3f} at epoch "
-             f"{summary['best_epoch']}; weights are that epoch's, fp16.", ""]
+             f"{summary['best_epoch']}; weights are that epoch's, fp16.",
+             _postprocess_line(summary.get("postprocess")), ""]
     if test and test.get("cases"):
         lines += [f"## Held-out test scores ({test['cases']} sessions, `tumor segment` path, "
                   f"no TTA)", "", "| region | Dice | HD95 mm |", "|---|---|---|"]

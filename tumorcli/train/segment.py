@@ -3,8 +3,9 @@
 data (seeded patient split, tumour-biased patches) -> net -> Dice + BCE over the TC/WT/ET
 regions -> AdamW (warm-up + cosine, a pure function of the step) -> every epoch: validation
 Dice on whole val cases, CSV log row, best weights (fp16 safetensors) and a resumable checkpoint.
-At the end the best weights are scored on the held-out test cases through the same inference
-path `tumor segment` uses, and the numbers go into card.md.
+At the end the small-region post-processing is chosen on the val cases (train/postprocess.py),
+then the best weights are scored on the held-out test cases through the same inference path
+`tumor segment` uses, and the numbers go into card.md.
 """
 
 from __future__ import annotations
@@ -122,6 +123,16 @@ def train_segmentation(net_config: SegNetConfig, config: SegTrainConfig, out: Pa
 
     summary = {"output": str(out), "rank": rank, "parameters": parameter_count(net), **state,
                "seconds": round(time.perf_counter() - began, 1)}
+    if rank == 0 and split["val"]:   # small-region rule chosen on every val session
+        from tumorcli.train.postprocess import tune_small_regions, write_postprocess
+
+        count = len(split["val"])
+        tuned = tune_small_regions(out, [cases[n] for n in split["val"]], device,
+                                   f"the {count} val session" + "s" * (count != 1))
+        write_postprocess(out, tuned)
+        summary["postprocess"] = tuned.to_dict()
+        say(f"post-processing: {tuned.rule.describe()} (val mean Dice "
+            f"{np.mean(tuned.dice_before):.3f} → {np.mean(tuned.dice_after):.3f})")
     if rank == 0 and config.test_cases >= 0:
         from tumorcli.train.card import score_test_cases, write_segmentation_card
 

@@ -1,0 +1,85 @@
+"""`tumor train postprocess`: choose (again) a segmentation model's small-region
+post-processing on its validation sessions and keep it in the model's config.json."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tumorcli.cli.common import Device, Json, Quiet, console, finish, start
+from tumorcli.cli.train import train_app
+
+
+class TuningSessions(str, Enum):
+    val = "val"
+    all = "all"
+
+
+@train_app.command("postprocess")
+def postprocess(
+    model: Annotated[str, typer.Option("--model", help="Segmentation model folder (or name) "
+                                       "with its split.json.")],
+    data: Annotated[Path, typer.Option("--data", help="A labelled cohort: the one it was "
+                                       "trained on (its val sessions are read), or with "
+                                       "--sessions all one it never saw.")],
+    sessions: Annotated[TuningSessions, typer.Option(
+        "--sessions", help="val: the model's val split in --data; all: every labelled session "
+        "in --data (a cohort disjoint from its training and test data).")
+        ] = TuningSessions.val,
+    device: Device = "auto",
+    quiet: Quiet = False,
+    as_json: Json = False,
+) -> None:
+    """Choose the small-region rule on unseen sessions and write it to the model's config.json.
+
+    BraTS scores a region that the reference lacks as Dice 0 and HD95 373 mm whenever the
+    prediction has a voxel of it; post-operative follow-ups often have no ET or no tumour core.
+    The rule (nnU-Net's BraTS recipe): predicted ET under A cm³ becomes NETC, then a tumour
+    core under B cm³ becomes SNFH. A and B are tried from 0 to 4 cm³ on the val sessions; the
+    best mean of Dice − HD95/373.13 over TC/WT/ET wins (0/0 = off). `tumor train segment`
+    does this at its end; `tumor segment --no-postprocess` skips the rule.
+
+    The val split is small on a small cohort (a few sessions decide the thresholds); a second
+    cohort the model never saw, with --sessions all, gives a steadier choice.
+
+    Examples:
+      tumor train postprocess --model runs/my-resunet --data cohort
+      tumor train postprocess --model runs/my-resunet --data unseen-cohort --sessions all
+    """
+    start(quiet, as_json)
+    from tumorcli.errors import BadInput
+    from tumorcli.infer.segment import find_model_folder
+    from tumorcli.progress import task
+    from tumorcli.runtime import resolve_device
+    from tumorcli.train.data import find_cases, read_split
+    from tumorcli.train.postprocess import tune_small_regions, write_postprocess
+
+    folder = find_model_folder(model)
+    cases = find_cases(data)
+    if sessions is TuningSessions.val:
+        try:
+            names = set(read_split(folder)["val"])
+        except (OSError, KeyError, ValueError):
+            raise BadInput(f"{folder}: no split.json with val sessions", "pick a model folder "
+                           "made by tumor train segment, or --sessions all with a cohort it "
+                           "never saw") from None
+        cases = [case for case in cases if case.name in names]
+        if not cases:
+            raise BadInput(f"{data}: none of the {len(names)} val sessions of {folder.name} is "
+                           "there", "give the cohort the model was trained on")
+    with task("Segmenting val sessions", total=len(cases)) as advance:
+        tuned = tune_small_regions(folder, cases, resolve_device(device), (
+            f"the {len(cases)} val sessions" if sessions is TuningSessions.val else
+            f"the {len(cases)} sessions of {data.name}, a cohort it never saw"), advance)
+    write_postprocess(folder, tuned)
+    finish({"model": str(folder), **tuned.to_dict()}, as_json=as_json, quiet=quiet,
+           human=lambda result: console().print(
+               f"{folder.name}: {tuned.rule.describe()}; val mean Dice TC/WT/ET "
+               f"{'/'.join(f'{v:.3f}' for v in tuned.dice_before)} → "
+               f"{'/'.join(f'{v:.3f}' for v in tuned.dice_after)}, HD95 mm "
+               f"{'/'.join(f'{v:.1f}' for v in tuned.hd95_before)} → "
+               f"{'/'.join(f'{v:.1f}' for v in tuned.hd95_after)} on {tuned.sessions} sessions; "
+               "written to config.json"))
