@@ -3,7 +3,8 @@ one run, for: the prior alone, prior + each refiner (conditional: prior noised t
 steps) and each refiner unconditional (pure noise, no prior), with seconds per volume.
 
 The held-out sessions are the prior model's test split (the refiners train on its train split).
-All runs go through `segment_volumes`, the path `tumor segment --refine` takes.
+All runs go through `segment_volumes`, the path `tumor segment --refine` takes, with the prior
+model's small-region post-processing after refinement (and a row of the prior without it).
 
 Run: python benchmarks/refine_quality.py --data COHORT [--prior resunet]
      [--refiners refine-medsegdiff refine-ddpm] [--steps 10] [--start T] [--samples 1] [--cases 35]
@@ -50,24 +51,28 @@ def main() -> None:
     segmenter = Segmenter.load(prior_folder, device)
     test = read_split(prior_folder)["test"]
     cases = [c for c in find_cases(args.data) if c.name in set(test)][:args.cases or None]
-    runs = {"prior alone": None}
+    runs = {"prior alone": (segmenter, None)}
+    if segmenter.small_regions.active:   # what the model's post-processing is worth
+        runs["prior alone, no post-processing"] = (
+            Segmenter.load(prior_folder, device, postprocess=False), None)
     for name in args.refiners:
         refiner = Refiner.load(find_model_folder(name), device)
         refiner.check_prior(segmenter.config, prior_folder)
         kind = refiner.spec.refiner
-        runs[f"prior + {kind}"] = RefineOptions(refiner, args.steps, args.start, args.samples)
-        runs[f"{kind} unconditional"] = RefineOptions(refiner, args.steps, None, args.samples,
-                                                      conditional=False)
+        runs[f"prior + {kind}"] = (segmenter, RefineOptions(refiner, args.steps, args.start,
+                                                            args.samples))
+        runs[f"{kind} unconditional"] = (segmenter, RefineOptions(
+            refiner, args.steps, None, args.samples, conditional=False))
     scores = {name: [] for name in runs}
     seconds = {name: [] for name in runs}
     for index, case in enumerate(cases):
         volumes = {m: read_scan(case.images[m], m) for m in segmenter.config.modalities}
         reference = load_volume(case.seg)
-        for name, options in runs.items():
+        for name, (model, options) in runs.items():
             if "unconditional" in name and index >= args.unconditional_cases:
                 continue
             began = time.perf_counter()
-            result = segment_volumes(segmenter, volumes, refine=options)
+            result = segment_volumes(model, volumes, refine=options)
             seconds[name].append(time.perf_counter() - began)
             scores[name] += evaluate_case(case.name, result.labels, reference, parse_labels())
         print(f"{case.name}: " + ", ".join(
@@ -79,7 +84,8 @@ def main() -> None:
     start = "the refiner's t′" if args.start is None else f"t′ = {args.start}"
     lines = [f"{len(cases)} held-out sessions of {args.data} (prior {prior_folder.name}, "
              f"{args.steps} DDIM steps from {start}, {args.samples} sample(s), "
-             f"device {device})", "", header, "|" + "---|" * 12]
+             f"post-processing {segmenter.small_regions.describe()}, device {device})", "",
+             header, "|" + "---|" * 12]
     for name, rows in scores.items():
         if not rows:
             continue

@@ -77,7 +77,7 @@ def postprocess(
     write_postprocess(folder, tuned)
     finish({"model": str(folder), **tuned.to_dict()}, as_json=as_json, quiet=quiet,
            human=lambda result: console().print(
-               f"{folder.name}: {tuned.rule.describe()}; val mean Dice TC/WT/ET "
+               f"{folder.name}: {tuned.rule.describe()}; mean Dice TC/WT/ET "
                f"{'/'.join(f'{v:.3f}' for v in tuned.dice_before)} → "
                f"{'/'.join(f'{v:.3f}' for v in tuned.dice_after)}, HD95 mm "
                f"{'/'.join(f'{v:.1f}' for v in tuned.hd95_before)} → "
