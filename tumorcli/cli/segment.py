@@ -51,7 +51,7 @@ def segment(
                    ] = False,
     postprocess: Annotated[bool, typer.Option(
         "--postprocess/--no-postprocess", help="The model's small-region rule (its card: "
-        "small predicted ET → NETC, small tumour core → SNFH; chosen on its val sessions).")
+        "small predicted ET → NETC, small tumour core → SNFH; chosen on sessions it did not train on).")
         ] = True,
     overlap: Annotated[float, typer.Option("--overlap", help="Sliding-window overlap (0–0.9).")
                        ] = 0.5,

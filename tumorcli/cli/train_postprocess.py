@@ -1,5 +1,5 @@
 """`tumor train postprocess`: choose (again) a segmentation model's small-region
-post-processing on its validation sessions and keep it in the model's config.json."""
+post-processing on sessions it did not train on and keep it in the model's config.json."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def postprocess(
     BraTS scores a region that the reference lacks as Dice 0 and HD95 373 mm whenever the
     prediction has a voxel of it; post-operative follow-ups often have no ET or no tumour core.
     The rule (nnU-Net's BraTS recipe): predicted ET under A cm³ becomes NETC, then a tumour
-    core under B cm³ becomes SNFH. A and B are tried from 0 to 4 cm³ on the val sessions; the
+    core under B cm³ becomes SNFH. A and B are tried from 0 to 4 cm³ on the sessions; the
     best mean of Dice − HD95/373.13 over TC/WT/ET wins (0/0 = off). `tumor train segment`
     does this at its end; `tumor segment --no-postprocess` skips the rule.
 
@@ -55,7 +55,7 @@ def postprocess(
     from tumorcli.progress import task
     from tumorcli.runtime import resolve_device
     from tumorcli.train.data import find_cases, read_split
-    from tumorcli.train.postprocess import tune_small_regions, write_postprocess
+    from tumorcli.train.postprocess import tune_small_regions, val_sessions, write_postprocess
 
     folder = find_model_folder(model)
     cases = find_cases(data)
@@ -70,9 +70,9 @@ def postprocess(
         if not cases:
             raise BadInput(f"{data}: none of the {len(names)} val sessions of {folder.name} is "
                            "there", "give the cohort the model was trained on")
-    with task("Segmenting val sessions", total=len(cases)) as advance:
+    with task("Segmenting sessions", total=len(cases)) as advance:
         tuned = tune_small_regions(folder, cases, resolve_device(device), (
-            f"the {len(cases)} val sessions" if sessions is TuningSessions.val else
+            val_sessions(len(cases)) if sessions is TuningSessions.val else
             f"the {len(cases)} sessions of {data.name}, a cohort it never saw"), advance)
     write_postprocess(folder, tuned)
     finish({"model": str(folder), **tuned.to_dict()}, as_json=as_json, quiet=quiet,

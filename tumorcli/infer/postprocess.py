@@ -7,9 +7,9 @@ tumour or no tumour core at all, so a few stray ET voxels cost a whole session's
 - then a predicted tumour core (NETC ∪ ET) smaller than `min_tc_cm3` becomes SNFH (it stays
   whole tumour).
 
-The thresholds are chosen on a model's validation sessions (`tune_small_regions` in
-train/postprocess.py, run by `tumor train segment` and `tumor train postprocess`) and kept in
-its config.json under "postprocess"; 0 means the rule is off.
+The thresholds are chosen on sessions the model did not train on, its val split or an unseen
+cohort (`tune_small_regions` in train/postprocess.py, run by `tumor train segment` and
+`tumor train postprocess`), and kept in its config.json under "postprocess"; 0 means off.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class SmallRegionRule:
         if enhancing.any() and enhancing.sum() * voxel_cm3 < self.min_et_cm3:
             out = out.copy()
             out[enhancing] = NETC
+        if self.min_tc_cm3 <= 0:
+            return out
         core = (out == NETC) | (out == ET)
         if core.any() and core.sum() * voxel_cm3 < self.min_tc_cm3:
             out = out.copy() if out is labels else out

@@ -1,9 +1,9 @@
 """Choosing a segmentation model's small-region post-processing on sessions it did not train on
 (nnU-Net's way: try the rule on held-in cases, keep it only where it raises the score).
 
-Each session (the val split, or an unseen cohort) is segmented once without post-processing (the `tumor segment` path, labels
-on the session's own grid) and scored (Dice, HD95 per region). The rule only ever empties a
-predicted region (ET, or the whole tumour core), and an emptied region scores exactly BraTS's
+Each session (the val split, or an unseen cohort) is segmented once without post-processing
+(the `tumor segment` path, labels on the session's own grid) and scored (Dice, HD95 per
+region). The rule only ever empties a predicted region (ET, or the whole tumour core), and an emptied region scores exactly BraTS's
 convention: Dice 1 / HD95 0 where the reference lacks it too, else Dice 0 / HD95 373.13 mm.
 So every pair of thresholds in CANDIDATES_CM3 is scored from those numbers alone, by the mean
 over sessions and TC/WT/ET of Dice − HD95 / 373.13 (the two BraTS ranking scores on one scale;
@@ -20,11 +20,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from tumorcli.infer.postprocess import SmallRegionRule
+from tumorcli.infer.postprocess import ET, NETC, SmallRegionRule
 from tumorcli.metrics.distance import HD95_ONE_EMPTY_MM
+from tumorcli.metrics.regions import EVALUATED_REGIONS as REGIONS
 
 CANDIDATES_CM3 = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
-REGIONS = ("TC", "WT", "ET")
+
+
+def val_sessions(count: int) -> str:
+    """How a card names a rule chosen on `count` val sessions."""
+    return f"the {count} val session" + "s" * (count != 1)
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ class TunedRule:
 
 @dataclass(frozen=True)
 class SessionScores:
-    """One val session's predicted ET and tumour-core volumes and its scores without the rule."""
+    """One session's predicted ET and tumour-core volumes and its scores without the rule."""
 
     et_cm3: float
     tc_cm3: float
@@ -66,10 +71,10 @@ class SessionScores:
         predicted, expected = np.asarray(labels.array), np.asarray(truth.array)
         voxel = labels.voxel_volume_mm3 / 1000.0
         return SessionScores(
-            et_cm3=float((predicted == 3).sum() * voxel),
-            tc_cm3=float(np.isin(predicted, (1, 3)).sum() * voxel),
-            truth_has={"TC": bool(np.isin(expected, (1, 3)).any()), "WT": bool(expected.any()),
-                       "ET": bool((expected == 3).any())},
+            et_cm3=float((predicted == ET).sum() * voxel),
+            tc_cm3=float(np.isin(predicted, (NETC, ET)).sum() * voxel),
+            truth_has={"TC": bool(np.isin(expected, (NETC, ET)).any()),
+                       "WT": bool(expected.any()), "ET": bool((expected == ET).any())},
             dice={r: scores[r].dice for r in REGIONS},
             hd95={r: scores[r].hd95_mm for r in REGIONS})
 

@@ -124,11 +124,11 @@ def train_segmentation(net_config: SegNetConfig, config: SegTrainConfig, out: Pa
     summary = {"output": str(out), "rank": rank, "parameters": parameter_count(net), **state,
                "seconds": round(time.perf_counter() - began, 1)}
     if rank == 0 and split["val"]:   # small-region rule chosen on every val session
-        from tumorcli.train.postprocess import tune_small_regions, write_postprocess
+        from tumorcli.train.postprocess import (tune_small_regions, val_sessions,
+                                                write_postprocess)
 
-        count = len(split["val"])
         tuned = tune_small_regions(out, [cases[n] for n in split["val"]], device,
-                                   f"the {count} val session" + "s" * (count != 1))
+                                   val_sessions(len(split["val"])))
         write_postprocess(out, tuned)
         summary["postprocess"] = tuned.to_dict()
         say(f"post-processing: {tuned.rule.describe()} (val mean Dice "
