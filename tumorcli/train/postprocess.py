@@ -3,8 +3,8 @@
 
 Each session (the val split, or an unseen cohort) is segmented once without post-processing
 (the `tumor segment` path, labels on the session's own grid) and scored (Dice, HD95 per
-region). The rule only ever empties a predicted region (ET, or the whole tumour core), and an emptied region scores exactly BraTS's
-convention: Dice 1 / HD95 0 where the reference lacks it too, else Dice 0 / HD95 373.13 mm.
+region). The rule only ever empties a predicted region (ET, or the whole tumour core), and
+an emptied region scores exactly BraTS's convention: Dice 1 / HD95 0 where the reference lacks it too, else Dice 0 / HD95 373.13 mm.
 So every pair of thresholds in CANDIDATES_CM3 is scored from those numbers alone, by the mean
 over sessions and TC/WT/ET of Dice − HD95 / 373.13 (the two BraTS ranking scores on one scale;
 Dice alone would trade one false ET for a missed small one, which costs HD95 the same 373 mm).
