@@ -3,8 +3,10 @@ one run, for: the prior alone, prior + each refiner (conditional: prior noised t
 steps) and each refiner unconditional (pure noise, no prior), with seconds per volume.
 
 The held-out sessions are the prior model's test split (the refiners train on its train split).
-All runs go through `segment_volumes`, the path `tumor segment --refine` takes, with the prior
-model's small-region post-processing after refinement (and a row of the prior without it).
+All runs go through `segment_volumes`, the path `tumor segment --refine` takes, once without
+post-processing; each is scored as it is ("no post-processing" rows) and with the small-region
+rule `segment_volumes` would apply last: the prior's for the prior alone, each refiner's own
+(config.json "postprocess", off when it has none) for its runs.
 
 Run: python benchmarks/refine_quality.py --data COHORT [--prior resunet]
      [--refiners refine-medsegdiff refine-ddpm] [--steps 10] [--start T] [--samples 1] [--cases 35]
@@ -48,45 +50,55 @@ def main() -> None:
 
     device = resolve_device(args.device)
     prior_folder = find_model_folder(args.prior)
-    segmenter = Segmenter.load(prior_folder, device)
+    segmenter = Segmenter.load(prior_folder, device, postprocess=False)
+    prior_rule = Segmenter.load(prior_folder, device).small_regions
     test = read_split(prior_folder)["test"]
     cases = [c for c in find_cases(args.data) if c.name in set(test)][:args.cases or None]
-    runs = {"prior alone": (segmenter, None)}
-    if segmenter.small_regions.active:   # what the model's post-processing is worth
-        runs["prior alone, no post-processing"] = (
-            Segmenter.load(prior_folder, device, postprocess=False), None)
+    runs = {"prior alone": (None, prior_rule)}   # name -> (refine options, its rule)
     for name in args.refiners:
-        refiner = Refiner.load(find_model_folder(name), device)
+        folder = find_model_folder(name)
+        refiner = Refiner.load(folder, device, postprocess=False)
         refiner.check_prior(segmenter.config, prior_folder)
-        kind = refiner.spec.refiner
-        runs[f"prior + {kind}"] = (segmenter, RefineOptions(refiner, args.steps, args.start,
-                                                            args.samples))
-        runs[f"{kind} unconditional"] = (segmenter, RefineOptions(
-            refiner, args.steps, None, args.samples, conditional=False))
-    scores = {name: [] for name in runs}
+        kind, rule = refiner.spec.refiner, Refiner.load(folder, device).small_regions
+        runs[f"prior + {kind}"] = (RefineOptions(refiner, args.steps, args.start, args.samples),
+                                   rule)
+        runs[f"{kind} unconditional"] = (RefineOptions(
+            refiner, args.steps, None, args.samples, conditional=False), rule)
+    rows = [(name, ruled) for name, (_, rule) in runs.items()
+            for ruled in ((True, False) if rule.active else (True,))]
+    label = lambda name, ruled: name if ruled else f"{name}, no post-processing"
+    scores = {row: [] for row in rows}   # (run, with its rule) -> per-region scores
     seconds = {name: [] for name in runs}
     for index, case in enumerate(cases):
         volumes = {m: read_scan(case.images[m], m) for m in segmenter.config.modalities}
         reference = load_volume(case.seg)
-        for name, (model, options) in runs.items():
+        for name, (options, rule) in runs.items():
             if "unconditional" in name and index >= args.unconditional_cases:
                 continue
             began = time.perf_counter()
-            result = segment_volumes(model, volumes, refine=options)
+            labels = segment_volumes(segmenter, volumes, refine=options).labels
             seconds[name].append(time.perf_counter() - began)
-            scores[name] += evaluate_case(case.name, result.labels, reference, parse_labels())
+            ruled = labels.with_array(rule.apply(np.asarray(labels.array),
+                                                 labels.voxel_volume_mm3 / 1000))
+            for output, with_rule in ((ruled, True), (labels, False)):
+                if (name, with_rule) in scores:
+                    scores[name, with_rule] += evaluate_case(case.name, output, reference,
+                                                             parse_labels())
         print(f"{case.name}: " + ", ".join(
-            f"{name} {np.mean([s.dice for s in scores[name][-3:]]):.3f}"
-            for name in runs if scores[name] and scores[name][-1].case == case.name), flush=True)
+            f"{label(*row)} {np.mean([s.dice for s in scores[row][-3:]]):.3f}"
+            for row in scores if scores[row] and scores[row][-1].case == case.name), flush=True)
+    rules = "; ".join([f"prior {prior_rule.describe()}"] + [
+        f"{name.removeprefix('prior + ')} {rule.describe()}"
+        for name, (options, rule) in runs.items() if name.startswith("prior + ")])
 
     header = ("| run | sessions | Dice TC | Dice WT | Dice ET | HD95 TC | HD95 WT | HD95 ET | "
               "median HD95 TC | WT | ET | s / volume |")
     start = "the refiner's t′" if args.start is None else f"t′ = {args.start}"
     lines = [f"{len(cases)} held-out sessions of {args.data} (prior {prior_folder.name}, "
              f"{args.steps} DDIM steps from {start}, {args.samples} sample(s), "
-             f"post-processing {segmenter.small_regions.describe()}, device {device})", "",
+             f"post-processing: {rules}; device {device})", "",
              header, "|" + "---|" * 12]
-    for name, rows in scores.items():
+    for (name, ruled), rows in scores.items():
         if not rows:
             continue
         cells = [f"{np.mean([r.dice for r in rows if r.region == g]):.3f}"
@@ -94,7 +106,7 @@ def main() -> None:
         for average in (np.mean, np.median):
             cells += [f"{average([r.hd95_mm for r in rows if r.region == g]):.2f}"
                       for g in ("TC", "WT", "ET")]
-        lines.append(f"| {name} | {len(rows) // 3} | " + " | ".join(cells)
+        lines.append(f"| {label(name, ruled)} | {len(rows) // 3} | " + " | ".join(cells)
                      + f" | {np.mean(seconds[name]):.1f} |")
     lines += ["", "HD95: mean (and median) over sessions in mm; an empty prediction with a "
               "non-empty truth (or the reverse) scores 373.13 (BraTS). Seconds include the prior."]

@@ -153,3 +153,72 @@ def test_refined_islands_without_the_prior_class_go_back_to_the_prior():
     expected[15, 15, 15], expected[8, 8, 8] = 0, 2
     assert torch.equal(out, expected)
     assert revert_islands(prior, prior) is prior                # nothing to revert
+
+
+def test_training_chooses_the_refined_labels_own_rule_on_val_sessions(tiny_refiner):
+    kind, out, summary = tiny_refiner
+    tuned = json.loads((out / "config.json").read_text())["postprocess"]
+    assert tuned["rule"] == "small-regions" and "val session" in tuned["tuned_on"]
+    assert summary["postprocess"] == tuned and len(tuned["dice_after"]) == 3
+
+
+def _with_rule(source, folder, rule):
+    import shutil
+
+    from tumorcli.infer.postprocess import SmallRegionRule
+
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("priors"))
+    config = json.loads((folder / "config.json").read_text())
+    config["postprocess"] = SmallRegionRule(*rule).to_dict()
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize("tiny_refiner", ["medsegdiff"], indirect=True)
+def test_refined_labels_go_through_the_refiners_rule_not_the_priors(tiny_refiner, tiny_segmenter,
+                                                                    seg_cohort, tmp_path):
+    """A rule no tumour core passes (every core voxel → oedema) shows whose rule ran. The
+    routing is the same for both kinds; the 6-step ddpm's refined labels hold no core to see."""
+    from tumorcli.io.volume import load_volume
+
+    kind, out, _ = tiny_refiner
+    strict, off = (1e6, 1e6), (0, 0)
+    models = {"strict prior": _with_rule(tiny_segmenter[0], tmp_path / "prior-strict", strict),
+              "prior": _with_rule(tiny_segmenter[0], tmp_path / "prior", off),
+              "strict refiner": _with_rule(out, tmp_path / "refiner-strict", strict),
+              "refiner": _with_rule(out, tmp_path / "refiner", off)}
+    subject = max((p for p in seg_cohort.iterdir() if p.is_dir()),
+                  key=lambda p: np.isin(load_volume(next(p.glob("*seg.nii.gz"))).array,
+                                        (1, 3)).sum())
+    runs = {"no rule": ("prior", "refiner", "--no-postprocess"),
+            "strict prior only": ("strict prior", "refiner", "--postprocess"),
+            "strict refiner only": ("prior", "strict refiner", "--postprocess")}
+    labels = {}
+    for name, (prior, refiner, flag) in runs.items():
+        path = tmp_path / f"{name}.nii.gz"
+        result = runner.invoke(app, ["segment", "-i", str(subject), "-o", str(path), "--model",
+                                     str(models[prior]), "--refine", kind, "--refiner",
+                                     str(models[refiner]), "--steps", "2", flag, "-q"])
+        assert result.exit_code == 0, result.output
+        labels[name] = np.asarray(load_volume(path).array)
+    assert np.isin(labels["no rule"], (1, 3)).any()            # the refined labels have a core
+    np.testing.assert_array_equal(labels["strict prior only"], labels["no rule"])
+    assert not np.isin(labels["strict refiner only"], (1, 3)).any()
+    np.testing.assert_array_equal(labels["strict refiner only"] > 0, labels["no rule"] > 0)
+
+
+def test_train_postprocess_chooses_a_refiners_rule_through_refinement(tiny_refiner,
+                                                                       tiny_segmenter,
+                                                                       seg_cohort, tmp_path):
+    kind, out, _ = tiny_refiner
+    refiner = _with_rule(out, tmp_path / "refiner", (1e6, 1e6))
+    result = runner.invoke(app, ["train", "postprocess", "--model", str(refiner), "--data",
+                                 str(seg_cohort), "--json"])   # prior: the one it trained with
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["prior"] == str(tiny_segmenter[0]) and answer["sessions"] >= 1
+    tuned = json.loads((refiner / "config.json").read_text())["postprocess"]
+    assert tuned["min_et_cm3"] <= 4 and tuned["min_tc_cm3"] <= 4   # the 1e6 rule is gone
+    result = runner.invoke(app, ["train", "postprocess", "--model", str(tiny_segmenter[0]),
+                                 "--prior", str(tiny_segmenter[0]), "--data", str(seg_cohort)])
+    assert result.exit_code == 2 and "is not a refiner" in result.output, result.output

@@ -50,8 +50,9 @@ def segment(
     tta: Annotated[bool, typer.Option("--tta", help="Average over the 8 axis flips (8× time).")
                    ] = False,
     postprocess: Annotated[bool, typer.Option(
-        "--postprocess/--no-postprocess", help="The model's small-region rule (its card: "
-        "small predicted ET → NETC, small tumour core → SNFH; chosen on sessions it did not train on).")
+        "--postprocess/--no-postprocess", help="The small-region rule of the model that made "
+        "the labels, the segmenter's or with --refine the refiner's (its card: small predicted "
+        "ET → NETC, small tumour core → SNFH; chosen on sessions it did not train on).")
         ] = True,
     overlap: Annotated[float, typer.Option("--overlap", help="Sliding-window overlap (0–0.9).")
                        ] = 0.5,
@@ -149,7 +150,7 @@ def segment(
         from tumorcli.infer.refine import RefineOptions, Refiner
 
         folder = find_model_folder(refiner or f"refine-{refine.value}")
-        loaded = Refiner.load(folder, segmenter.device)
+        loaded = Refiner.load(folder, segmenter.device, postprocess)
         if loaded.spec.refiner != refine.value:
             raise BadInput(f"{folder}: a {loaded.spec.refiner} refiner, not {refine.value}",
                            f"use --refine {loaded.spec.refiner} or another --refiner")

@@ -1,11 +1,11 @@
-"""`tumor train postprocess`: choose (again) a segmentation model's small-region
+"""`tumor train postprocess`: choose (again) a segmentation model's or a refiner's small-region
 post-processing on sessions it did not train on and keep it in the model's config.json."""
 
 from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -20,8 +20,8 @@ class TuningSessions(str, Enum):
 
 @train_app.command("postprocess")
 def postprocess(
-    model: Annotated[str, typer.Option("--model", help="Segmentation model folder (or name) "
-                                       "with its split.json.")],
+    model: Annotated[str, typer.Option("--model", help="Segmentation model or refiner folder "
+                                       "(or name) with its split.json.")],
     data: Annotated[Path, typer.Option("--data", help="A labelled cohort: the one it was "
                                        "trained on (its val sessions are read), or with "
                                        "--sessions all one it never saw.")],
@@ -29,6 +29,9 @@ def postprocess(
         "--sessions", help="val: the model's val split in --data; all: every labelled session "
         "in --data (a cohort disjoint from its training and test data).")
         ] = TuningSessions.val,
+    prior: Annotated[Optional[str], typer.Option(
+        "--prior", help="For a refiner: the segmentation model it refines (default: the one "
+        "it was trained with, by path, else by name).", show_default=False)] = None,
     device: Device = "auto",
     quiet: Quiet = False,
     as_json: Json = False,
@@ -42,12 +45,17 @@ def postprocess(
     best mean of Dice − HD95/373.13 over TC/WT/ET wins (0/0 = off). `tumor train segment`
     does this at its end; `tumor segment --no-postprocess` skips the rule.
 
+    A refiner gets its own rule (refinement changes which small regions are stray): the
+    sessions go through the prior, then `tumor segment --refine`'s defaults, and the rule is
+    chosen on the refined labels; `tumor train refine` does this at its end.
+
     The val split is small on a small cohort (a few sessions decide the thresholds); a second
     cohort the model never saw, with --sessions all, gives a steadier choice.
 
     Examples:
       tumor train postprocess --model runs/my-resunet --data cohort
       tumor train postprocess --model runs/my-resunet --data unseen-cohort --sessions all
+      tumor train postprocess --model refine-medsegdiff --prior seg-resunet --data cohort
     """
     start(quiet, as_json)
     from tumorcli.errors import BadInput
@@ -58,6 +66,7 @@ def postprocess(
     from tumorcli.train.postprocess import tune_small_regions, val_sessions, write_postprocess
 
     folder = find_model_folder(model)
+    prior_folder = _prior_of(folder, prior)
     cases = find_cases(data)
     if sessions is TuningSessions.val:
         try:
@@ -70,12 +79,14 @@ def postprocess(
         if not cases:
             raise BadInput(f"{data}: none of the {len(names)} val sessions of {folder.name} is "
                            "there", "give the cohort the model was trained on")
-    with task("Segmenting sessions", total=len(cases)) as advance:
+    doing = "Refining" if prior_folder else "Segmenting"
+    with task(f"{doing} sessions", total=len(cases)) as advance:
         tuned = tune_small_regions(folder, cases, resolve_device(device), (
             val_sessions(len(cases)) if sessions is TuningSessions.val else
-            f"the {len(cases)} sessions of {data.name}, a cohort it never saw"), advance)
+            f"the {len(cases)} sessions of {data.name}, a cohort it never saw"), advance,
+            prior_folder)
     write_postprocess(folder, tuned)
-    finish({"model": str(folder), **tuned.to_dict()}, as_json=as_json, quiet=quiet,
+    finish({"model": str(folder), "prior": prior_folder and str(prior_folder), **tuned.to_dict()}, as_json=as_json, quiet=quiet,
            human=lambda result: console().print(
                f"{folder.name}: {tuned.rule.describe()}; mean Dice TC/WT/ET "
                f"{'/'.join(f'{v:.3f}' for v in tuned.dice_before)} → "
@@ -83,3 +94,26 @@ def postprocess(
                f"{'/'.join(f'{v:.1f}' for v in tuned.hd95_before)} → "
                f"{'/'.join(f'{v:.1f}' for v in tuned.hd95_after)} on {tuned.sessions} sessions; "
                "written to config.json"))
+
+
+def _prior_of(folder: Path, prior: str | None) -> Path | None:
+    """The segmentation model a refiner `folder` refines (None for a segmentation model)."""
+    from tumorcli.errors import BadInput
+    from tumorcli.infer.segment import find_model_folder
+    from tumorcli.nets.weights import read_config
+
+    config = read_config(folder)
+    if config.get("kind") != "refiner":
+        if prior is not None:
+            raise BadInput(f"--prior {prior}: {folder.name} is not a refiner",
+                           "drop --prior for a segmentation model")
+        return None
+    if prior is not None:
+        return find_model_folder(prior)
+    trained_with = Path(config.get("training", {}).get("prior", ""))
+    if str(trained_with) not in ("", ".") and trained_with.is_dir():
+        return trained_with
+    if not config.get("prior_model"):
+        raise BadInput(f"{folder}: the refiner does not name its prior model",
+                       "give --prior MODEL")
+    return find_model_folder(config["prior_model"])

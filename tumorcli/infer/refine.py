@@ -9,7 +9,10 @@ whole, as in training; the 3D refiner slides its patch over the box. Each of `sa
 argmax'ed; the runs vote, and the vote's entropy is the uncertainty map. Conditional
 refinement only moves the prior's boundaries: an island of a class that touches none of the
 prior's voxels of that class goes back to the prior (`revert_islands`). Runs are seeded: same
-seed, same labels.
+seed, same labels. The refined labels then go through the refiner's own small-region rule
+(config.json "postprocess", chosen on val sessions through this path by `tumor train refine`
+or `tumor train postprocess --model REFINER --prior MODEL`), not the prior's: refinement
+changes which small regions are stray.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 import torch
 
 from tumorcli.errors import BadInput
+from tumorcli.infer.postprocess import SmallRegionRule
 from tumorcli.nets.refiner import RefinerSpec, fit_planes, plane_window
 from tumorcli.nets.segmentation import classes_from_labels
 from tumorcli.nets.weights import WEIGHTS, load_weights, read_config
@@ -51,18 +55,26 @@ class Refinement:
 
 
 class Refiner:
-    def __init__(self, net: torch.nn.Module, spec: RefinerSpec, device: torch.device) -> None:
+    """`small_regions` is the rule for the refined labels (config.json "postprocess"; off when
+    the refiner has none)."""
+
+    def __init__(self, net: torch.nn.Module, spec: RefinerSpec, device: torch.device,
+                 small_regions: SmallRegionRule = SmallRegionRule()) -> None:
         self.net, self.spec, self.device = net.eval(), spec, device
+        self.small_regions = small_regions
         self.schedule = NoiseSchedule.make(spec.schedule, spec.train_steps)
 
     @staticmethod
-    def load(folder: Path, device: torch.device) -> "Refiner":
+    def load(folder: Path, device: torch.device, postprocess: bool = True) -> "Refiner":
         data = read_config(folder)
         if data.get("kind") != "refiner":
             raise BadInput(f"{folder}: a {data.get('kind', 'unknown')} model, not a refiner",
                            "pick a model made by tumor train refine")
         spec = RefinerSpec.from_dict(data)
-        return Refiner(load_weights(spec.build(), Path(folder) / WEIGHTS).to(device), spec, device)
+        rule = SmallRegionRule.from_dict(data.get("postprocess")) if postprocess \
+            else SmallRegionRule()
+        return Refiner(load_weights(spec.build(), Path(folder) / WEIGHTS).to(device), spec,
+                       device, rule)
 
     def check_prior(self, config, folder: Path) -> None:
         """BadInput unless the segmentation model `config` works on this refiner's grid."""

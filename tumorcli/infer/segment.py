@@ -96,8 +96,9 @@ def segment_volumes(segmenter: Segmenter, volumes: dict[str, Volume], tta: bool 
                     refine=None) -> Segmentation:
     """Labels and region probabilities for one subject's co-registered modalities; with
     `refine` (infer.refine.RefineOptions) the prior is refined by diffusion on the net grid and
-    the probabilities are the refinement vote's shares. The labels then go through the model's
-    small-region post-processing (the probabilities do not)."""
+    the probabilities are the refinement vote's shares. The labels then go through the
+    small-region post-processing of the model that made them last, the segmenter's or the
+    refiner's (the probabilities do not)."""
     config = segmenter.config
     prepared = prepare(volumes, config.modalities, config.spacing_mm)
     on_net = segmenter.probabilities(prepared.image, tta)
@@ -118,7 +119,8 @@ def segment_volumes(segmenter: Segmenter, volumes: dict[str, Volume], tta: bool 
         brain |= np.asarray(volume.array) != 0
     regions[~brain] = 0
     labels = labels_from_regions(torch.from_numpy(np.moveaxis(regions, -1, 0))).numpy()
-    labels = segmenter.small_regions.apply(labels, source.voxel_cm3)
+    rule = segmenter.small_regions if refine is None else refine.refiner.small_regions
+    labels = rule.apply(labels, source.voxel_cm3)
     reference = volumes.get("t1c") or volumes[config.modalities[0]]  # whose header to keep
     on_source = lambda array: Volume(array, source.affine, None, source=reference.source)
     uncertainty = None if entropy is None else on_source(

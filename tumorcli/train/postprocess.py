@@ -1,5 +1,6 @@
-"""Choosing a segmentation model's small-region post-processing on sessions it did not train on
-(nnU-Net's way: try the rule on held-in cases, keep it only where it raises the score).
+"""Choosing a segmentation model's (or a refiner's) small-region post-processing on sessions it
+did not train on (nnU-Net's way: try the rule on held-in cases, keep it only where it raises the
+score).
 
 Each session (the val split, or an unseen cohort) is segmented once without post-processing
 (the `tumor segment` path, labels on the session's own grid) and scored (Dice, HD95 per
@@ -93,20 +94,29 @@ class SessionScores:
 
 
 def tune_small_regions(folder: Path, cases: list, device: torch.device, tuned_on: str = "",
-                       advance: Callable[..., None] = lambda steps=1: None) -> TunedRule:
+                       advance: Callable[..., None] = lambda steps=1: None,
+                       prior: Path | None = None) -> TunedRule:
     """The best SmallRegionRule for the model in `folder` on `cases` (train.data.Case with a
-    seg file; `tuned_on` says which, for the card); raises ValueError when there are none."""
+    seg file; `tuned_on` says which, for the card); raises ValueError when there are none.
+    With `prior`, `folder` is a refiner and the sessions go through `tumor segment --refine`'s
+    path with its defaults (the prior model, then conditional refinement), both without rule."""
     from tumorcli.infer.segment import Segmenter, segment_volumes
     from tumorcli.io.volume import load_volume
     from tumorcli.preprocess.inputs import read_scan
 
     if not cases:
         raise ValueError("no validation sessions to tune the post-processing on")
-    segmenter = Segmenter.load(folder, device, postprocess=False)
+    segmenter = Segmenter.load(prior or folder, device, postprocess=False)
+    refine = None
+    if prior is not None:
+        from tumorcli.infer.refine import RefineOptions, Refiner
+
+        refine = RefineOptions(Refiner.load(folder, device, postprocess=False))
+        refine.refiner.check_prior(segmenter.config, folder)
     sessions = []
     for case in cases:
         volumes = {m: read_scan(case.images[m], m) for m in segmenter.config.modalities}
-        sessions.append(SessionScores.of(segment_volumes(segmenter, volumes).labels,
+        sessions.append(SessionScores.of(segment_volumes(segmenter, volumes, refine=refine).labels,
                                          load_volume(case.seg)))
         advance()
     means = {}

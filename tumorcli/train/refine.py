@@ -9,7 +9,8 @@ conditional refinement samples in, the rest from [0, T) for the unconditional mo
 - 3D DDPM refiner (x0 logits): patches biased to tumour; loss DiceCE + λ·Σ w‖softmax − Y0‖² with
   w = 3 on class edges, 1 elsewhere.
 Every epoch the val cases are refined through the inference path (`Refiner.refine`) and scored;
-the best epoch's weights are kept (fp16 safetensors) next to a resumable checkpoint.
+the best epoch's weights are kept (fp16 safetensors) next to a resumable checkpoint. At the end
+the refined labels' small-region rule is chosen on every val session (train/postprocess.py).
 """
 
 from __future__ import annotations
@@ -124,7 +125,17 @@ def train_refiner(spec: RefinerSpec, config: RefineTrainConfig, out: Path, devic
                 f" → refined {refined_dice:.3f} (best {state['best_val_dice']:.3f} at epoch "
                 f"{state['best_epoch']})")
             losses = []
-    return {"output": str(out), **state, "seconds": round(time.perf_counter() - began, 1)}
+    summary = {"output": str(out), **state, "seconds": round(time.perf_counter() - began, 1)}
+    if split["val"]:   # the refined labels' own small-region rule, on every val session
+        from tumorcli.train.postprocess import tune_small_regions, val_sessions, write_postprocess
+
+        tuned = tune_small_regions(out, [cases[n] for n in split["val"]], device,
+                                   val_sessions(len(split["val"])), prior=prior_folder)
+        write_postprocess(out, tuned)
+        summary["postprocess"] = tuned.to_dict()
+        say(f"post-processing: {tuned.rule.describe()} (val mean Dice refined "
+            f"{np.mean(tuned.dice_before):.3f} → {np.mean(tuned.dice_after):.3f})")
+    return summary
 
 
 def refiner_loss(spec, config, schedule, raw, x0, noise, noisy, t) -> torch.Tensor:
