@@ -52,14 +52,20 @@ def test_each_shipped_segmenter_finds_the_tumour_of_a_sample_patient(name):
     assert 2 * (labels & truth).sum() / (labels.sum() + truth.sum()) > 0.85
 
 
-def test_the_shipped_medsegdiff_refines_a_sample_patient_without_losing_the_tumour():
+REFINERS = [p for p in MODELS if p.name.startswith("refine-")]
+
+
+@pytest.mark.parametrize("folder", REFINERS, ids=[p.name for p in REFINERS])
+def test_the_shipped_refiners_refine_a_sample_patient_without_losing_the_tumour(folder):
     from tumorcli.infer.refine import RefineOptions, Refiner
     from tumorcli.infer.segment import Segmenter, find_model_folder, segment_volumes
 
     case = SAMPLE / "BraTS-GLI-00002-000"
     cpu = torch.device("cpu")
     segmenter = Segmenter.load(find_model_folder(str(ROOT / "models" / "seg-resunet")), cpu)
-    refiner = Refiner.load(find_model_folder(str(ROOT / "models" / "refine-medsegdiff")), cpu)
+    refiner = Refiner.load(folder, cpu)
+    tuned = json.loads((folder / "config.json").read_text())["postprocess"]   # its own rule
+    assert "val session" in tuned["tuned_on"] and tuned["sessions"] >= 10
     refiner.check_prior(segmenter.config, ROOT / "models" / "seg-resunet")
     volumes = {m: decimated(case / f"{case.name}-{m}.nii.gz") for m in segmenter.config.modalities}
     truth = np.asarray(decimated(case / f"{case.name}-seg.nii.gz").array)
