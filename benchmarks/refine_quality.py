@@ -39,11 +39,13 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
+    from tumorcli.infer.postprocess import SmallRegionRule
     from tumorcli.infer.refine import RefineOptions, Refiner
     from tumorcli.infer.segment import Segmenter, find_model_folder, segment_volumes
     from tumorcli.io.volume import load_volume
     from tumorcli.metrics.evaluation import evaluate_case
     from tumorcli.metrics.regions import parse_labels
+    from tumorcli.nets.weights import read_config
     from tumorcli.preprocess.inputs import read_scan
     from tumorcli.runtime import resolve_device
     from tumorcli.train.data import find_cases, read_split
@@ -51,15 +53,17 @@ def main() -> None:
     device = resolve_device(args.device)
     prior_folder = find_model_folder(args.prior)
     segmenter = Segmenter.load(prior_folder, device, postprocess=False)
-    prior_rule = Segmenter.load(prior_folder, device).small_regions
+    prior_rule = SmallRegionRule.of_model(read_config(prior_folder))
     test = read_split(prior_folder)["test"]
     cases = [c for c in find_cases(args.data) if c.name in set(test)][:args.cases or None]
     runs = {"prior alone": (None, prior_rule)}   # name -> (refine options, its rule)
+    rules = [f"prior {prior_rule.describe()}"]
     for name in args.refiners:
         folder = find_model_folder(name)
         refiner = Refiner.load(folder, device, postprocess=False)
         refiner.check_prior(segmenter.config, prior_folder)
-        kind, rule = refiner.spec.refiner, Refiner.load(folder, device).small_regions
+        kind, rule = refiner.spec.refiner, SmallRegionRule.of_model(read_config(folder))
+        rules.append(f"{kind} {rule.describe()}")
         runs[f"prior + {kind}"] = (RefineOptions(refiner, args.steps, args.start, args.samples),
                                    rule)
         runs[f"{kind} unconditional"] = (RefineOptions(
@@ -87,16 +91,13 @@ def main() -> None:
         print(f"{case.name}: " + ", ".join(
             f"{label(*row)} {np.mean([s.dice for s in scores[row][-3:]]):.3f}"
             for row in scores if scores[row] and scores[row][-1].case == case.name), flush=True)
-    rules = "; ".join([f"prior {prior_rule.describe()}"] + [
-        f"{name.removeprefix('prior + ')} {rule.describe()}"
-        for name, (options, rule) in runs.items() if name.startswith("prior + ")])
 
     header = ("| run | sessions | Dice TC | Dice WT | Dice ET | HD95 TC | HD95 WT | HD95 ET | "
               "median HD95 TC | WT | ET | s / volume |")
     start = "the refiner's t′" if args.start is None else f"t′ = {args.start}"
     lines = [f"{len(cases)} held-out sessions of {args.data} (prior {prior_folder.name}, "
              f"{args.steps} DDIM steps from {start}, {args.samples} sample(s), "
-             f"post-processing: {rules}; device {device})", "",
+             f"post-processing: {'; '.join(rules)}; device {device})", "",
              header, "|" + "---|" * 12]
     for (name, ruled), rows in scores.items():
         if not rows:

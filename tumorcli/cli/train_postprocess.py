@@ -86,7 +86,9 @@ def postprocess(
             f"the {len(cases)} sessions of {data.name}, a cohort it never saw"), advance,
             prior_folder)
     write_postprocess(folder, tuned)
-    finish({"model": str(folder), "prior": prior_folder and str(prior_folder), **tuned.to_dict()}, as_json=as_json, quiet=quiet,
+    answer = {"model": str(folder), "prior": prior_folder and str(prior_folder),
+              **tuned.to_dict()}
+    finish(answer, as_json=as_json, quiet=quiet,
            human=lambda result: console().print(
                f"{folder.name}: {tuned.rule.describe()}; mean Dice TC/WT/ET "
                f"{'/'.join(f'{v:.3f}' for v in tuned.dice_before)} → "

@@ -55,6 +55,12 @@ class SmallRegionRule:
         return {"rule": "small-regions", **asdict(self)}
 
     @staticmethod
+    def of_model(config: dict, enabled: bool = True) -> "SmallRegionRule":
+        """A model's rule from its config.json contents (off when it has none or not enabled)."""
+        return SmallRegionRule.from_dict(config.get("postprocess")) if enabled \
+            else SmallRegionRule()
+
+    @staticmethod
     def from_dict(data: dict | None) -> "SmallRegionRule":
         data = data or {}
         return SmallRegionRule(float(data.get("min_et_cm3", 0.0)),

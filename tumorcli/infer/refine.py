@@ -71,10 +71,8 @@ class Refiner:
             raise BadInput(f"{folder}: a {data.get('kind', 'unknown')} model, not a refiner",
                            "pick a model made by tumor train refine")
         spec = RefinerSpec.from_dict(data)
-        rule = SmallRegionRule.from_dict(data.get("postprocess")) if postprocess \
-            else SmallRegionRule()
         return Refiner(load_weights(spec.build(), Path(folder) / WEIGHTS).to(device), spec,
-                       device, rule)
+                       device, SmallRegionRule.of_model(data, postprocess))
 
     def check_prior(self, config, folder: Path) -> None:
         """BadInput unless the segmentation model `config` works on this refiner's grid."""

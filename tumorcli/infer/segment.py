@@ -62,9 +62,8 @@ class Segmenter:
                            "model", "pick a model made by tumor train segment")
         config = SegNetConfig.from_dict(data)
         net = load_weights(build_segnet(config), Path(folder) / WEIGHTS)
-        rule = SmallRegionRule.from_dict(data.get("postprocess")) if postprocess \
-            else SmallRegionRule()
-        return Segmenter(net.to(device), config, device, overlap, rule)
+        return Segmenter(net.to(device), config, device, overlap,
+                         SmallRegionRule.of_model(data, postprocess))
 
     @torch.no_grad()
     def probabilities(self, image: np.ndarray, tta: bool = False) -> torch.Tensor:
