@@ -77,3 +77,30 @@ def test_the_shipped_refiners_refine_a_sample_patient_without_losing_the_tumour(
     for region in ((1, 3), (1, 2, 3)):                          # TC, WT
         found, real = np.isin(first, region), np.isin(truth, region)
         assert 2 * (found & real).sum() / (found.sum() + real.sum()) > 0.85, region
+
+
+@pytest.mark.skipif(not (ROOT / "models" / "predict-post").is_dir(),
+                    reason="no predict-post weights ship")
+def test_the_shipped_predict_post_beats_post_equals_pre_around_a_sample_patients_tumour():
+    """Sample patient 2 (short survivor, resected) at its first follow-up, at the default
+    settings, seeded, scored after the normal-tissue match as `evaluate-image --normalize
+    tissue` does."""
+    from tumorcli.infer.predict_post import PostPredictor
+    from tumorcli.infer.segment import find_model_folder
+    from tumorcli.metrics.image_regions import region_scores, tissue_normalised
+
+    pre_case, post_case = SAMPLE / "BraTS-GLI-00002-000", SAMPLE / "BraTS-GLI-00002-001"
+    pre, mask, post, post_seg = (decimated(case / f"{case.name}-{kind}.nii.gz") for case, kind
+                                 in ((pre_case, "t1c"), (pre_case, "seg"), (post_case, "t1c"),
+                                     (post_case, "seg")))
+    predictor = PostPredictor.load(find_model_folder("predict-post"), torch.device("cpu"))
+    first = predictor.predict(pre, mask, "short", seed=0).mean.array
+    assert np.array_equal(first, predictor.predict(pre, mask, "short", seed=0).mean.array)
+    truth = np.asarray(post.array, np.float32)
+    brain = truth > 0
+    labels = (np.asarray(mask.array) > 0) | (np.asarray(post_seg.array) > 0)
+    scores = {name: region_scores(tissue_normalised(image, brain, labels),
+                                  tissue_normalised(truth, brain, labels), brain, labels)
+              for name, image in (("model", first), ("identity", np.asarray(pre.array)))}
+    assert scores["model"]["psnr_3d_tumour"] > scores["identity"]["psnr_3d_tumour"] + 3
+    assert scores["model"]["psnr_3d_rest"] > scores["identity"]["psnr_3d_rest"] - 1

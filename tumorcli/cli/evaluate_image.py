@@ -28,9 +28,16 @@ def evaluate_image(
         "--data-range", help="Intensity range (peak) for PSNR and SSIM. Default: the "
         "reference's max − min over the image (or the brain, for the _brain scores).")] = None,
     normalize: Annotated[str, typer.Option(
-        "--normalize", help="none: score raw intensities. percentile: first map each image's "
-        "brain 0.5–99.5th percentiles to 0–1 (clipped, 0 outside the brain; data range 1), "
-        "so a different scanner gain between sessions is not scored as error.")] = "none",
+        "--normalize", help="none: score raw intensities. tissue (needs --labels): first "
+        "divide each image by its median over normal tissue (brain voxels labelled in no "
+        "--labels file), so a different scanner gain between sessions is not scored as error "
+        "and the tumour's own change does not move the match. percentile: map each image's "
+        "brain 0.5–99.5th percentiles to 0–1 (clipped; data range 1).")] = "none",
+    labels: Annotated[Optional[list[Path]], typer.Option(
+        "--labels", help="Tumour labels (repeatable: e.g. the pre-treatment and the follow-up "
+        "-seg file; a folder gives each case's <case>-seg.nii.gz). Adds the scores around the "
+        "tumour (labels of any file, dilated 3 voxels) and in the rest of the brain.",
+        show_default=False)] = None,
     modality: Annotated[Optional[str], typer.Option(
         "--modality", help="Which image of a case holding several (t1c, t1n, t2w, t2f, …). "
         "Default: the prediction's file-name suffix.")] = None,
@@ -40,8 +47,10 @@ def evaluate_image(
     """Score predicted MR images against the real ones: PSNR (dB) and SSIM, whole and in the brain.
 
     CSV columns: case,psnr_3d,ssim_3d,psnr_slices,ssim_slices,psnr_3d_brain,
-    ssim_3d_brain,psnr_slices_brain,ssim_slices_brain; one row per case, then a
-    "mean" row and an "sd" row (sample SD; empty for one case).
+    ssim_3d_brain,psnr_slices_brain,ssim_slices_brain (with --labels also
+    psnr_3d_tumour,ssim_3d_tumour,psnr_3d_rest,ssim_3d_rest, on the brain's data
+    range); one row per case, then a "mean" row and an "sd" row (sample SD; empty
+    for one case).
 
     _3d: the whole volume. _slices: the mean over axial slices holding brain
     of each slice's 2D score. _brain: scored inside the brain only (PSNR over
@@ -62,22 +71,30 @@ def evaluate_image(
     Examples:
       tumor evaluate-image --pred pred-t1c.nii.gz --ref BraTS-GLI-00001-001-t1c.nii.gz
       tumor evaluate-image --pred preds/ --ref followups/ --modality t1c -o image_scores.csv
-      tumor evaluate-image --pred post.nii.gz --ref followup-t1c.nii.gz --normalize percentile
+      tumor evaluate-image --pred post.nii.gz --ref followup-t1c.nii.gz --normalize tissue \\
+          --labels pre-seg.nii.gz --labels followup-seg.nii.gz
     """
     start(quiet, as_json)
-    from functools import partial
-
     from tumorcli.errors import BadInput, PartialBatch, TumorError
     from tumorcli.metrics.batch import run_each
     from tumorcli.metrics.image_evaluation import (COLUMNS, brain_mask_for, brain_masks_by_case,
-                                                   match_images, score_image_files, summary_rows)
+                                                   labels_for, match_images, score_image_files,
+                                                   summary_rows)
+    from tumorcli.metrics.image_regions import REGION_COLUMNS
     from tumorcli.metrics.tables import check_table_path, write_rows
     from tumorcli.progress import task
 
     if output is not None:
         check_table_path(output)
-    if normalize not in ("none", "percentile"):
-        raise BadInput(f"--normalize {normalize}: unknown", "use none or percentile")
+    if normalize not in ("none", "tissue", "percentile"):
+        raise BadInput(f"--normalize {normalize}: unknown", "use none, tissue or percentile")
+    if normalize == "tissue" and not labels:
+        raise BadInput("--normalize tissue needs the tumour labels of both sessions",
+                       "add --labels PRE-seg.nii.gz --labels FOLLOWUP-seg.nii.gz")
+    for path in labels or []:
+        if not path.exists():
+            raise BadInput(f"{path}: --labels not found", "check the path")
+    columns = COLUMNS + (REGION_COLUMNS if labels else ())
     if data_range is not None and not data_range > 0:
         raise BadInput(f"--data-range {data_range:g}: must be positive",
                        "e.g. --data-range 1 for images scaled to [0, 1]")
@@ -91,12 +108,14 @@ def evaluate_image(
     items = []
     for case, prediction, reference in matched.pairs:
         try:
-            items.append((case, prediction, reference, brain_mask_for(masks, case)))
+            items.append((case, prediction, reference, brain_mask_for(masks, case),
+                          labels_for(labels, case) if labels else None))
         except TumorError as error:
             failures.append(error)
     rows = []
     with task("Scoring images", total=len(items)) as advance:
-        scoring = partial(score_image_files, data_range=data_range, normalize=normalize)
+        scoring = lambda item: score_image_files(item[:4], data_range=data_range,
+                                                 normalize=normalize, labels=item[4])
         for row, error in run_each(scoring, items, 1, advance):
             if error is not None:
                 failures.append(error)
@@ -104,10 +123,10 @@ def evaluate_image(
                 rows.append(row)
     if not rows:
         raise failures[0]
-    summary = summary_rows(rows)
+    summary = summary_rows(rows, columns)
     if output is not None:
         to_write = rows + summary
-        write_rows(output, COLUMNS, _json_safe(to_write) if output.suffix.lower() == ".json"
+        write_rows(output, columns, _json_safe(to_write) if output.suffix.lower() == ".json"
                    else to_write)
     result = {"cases": len(rows), "output": str(output) if output else None,
               "mean": _json_safe(summary[:1])[0], "sd": _json_safe(summary[1:])[0],
@@ -133,13 +152,18 @@ def _show(result: dict) -> None:
     from rich.table import Table
 
     from tumorcli.metrics.image_evaluation import COLUMNS
+    from tumorcli.metrics.image_regions import REGION_COLUMNS
 
     rows = result["rows"] if result["cases"] <= MAX_CASES_SHOWN else []
-    table = Table("case", "PSNR dB", "SSIM", "PSNR slices", "SSIM slices", "PSNR brain",
-                  "SSIM brain", "PSNR brain slices", "SSIM brain slices",
-                  title=f"{result['cases']} case(s)", title_justify="left", box=box.SIMPLE_HEAD)
+    regions = REGION_COLUMNS[0] in result["mean"]
+    columns = COLUMNS[1:] + (REGION_COLUMNS if regions else ())
+    titles = ["PSNR dB", "SSIM", "PSNR slices", "SSIM slices", "PSNR brain", "SSIM brain",
+              "PSNR brain slices", "SSIM brain slices"]
+    titles += ["PSNR tumour", "SSIM tumour", "PSNR rest", "SSIM rest"] if regions else []
+    table = Table("case", *titles, title=f"{result['cases']} case(s)", title_justify="left",
+                  box=box.SIMPLE_HEAD)
     for row in [*rows, result["mean"], result["sd"]]:
-        table.add_row(row["case"], *(_number(row[column], column) for column in COLUMNS[1:]))
+        table.add_row(row["case"], *(_number(row[column], column) for column in columns))
     console().print(table)
     if result["output"]:
         console().print(f"[green]wrote[/] {result['output']}")

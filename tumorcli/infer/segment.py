@@ -40,7 +40,8 @@ def find_model_folder(name_or_path: str) -> Path:
             return entry.path
     names = ", ".join(m.name for m in models) or "none"
     raise BadInput(f"--model {name_or_path}: no such model folder or model name (found: {names})",
-                   "train one with tumor train segment, or give the folder path")
+                   "tumor info lists the models found; give a model folder, or train one with "
+                   "tumor train")
 
 
 class Segmenter:

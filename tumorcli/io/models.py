@@ -1,13 +1,15 @@
 """Finding shipped and user-trained models: folders holding config.json + *.safetensors.
 
 Search order: every folder in $TUMOR_MODELS (os.pathsep-separated), then `models/` in the
-current folder, then the `models/` folder shipped beside the package (a source checkout).
+current folder, then the `models/` folder beside the package (a source checkout or an editable
+install), then the shipped weights that `pip install` puts in <environment>/share/tumorcli/models.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,7 @@ def model_roots() -> list[tuple[str, Path]]:
             roots.append(("$TUMOR_MODELS", Path(entry).expanduser()))
     roots.append(("./models", Path.cwd() / "models"))
     roots.append(("shipped", Path(tumorcli.__file__).resolve().parent.parent / "models"))
+    roots.append(("installed", Path(sys.prefix) / "share" / "tumorcli" / "models"))
     unique: dict[Path, tuple[str, Path]] = {}
     for origin, root in roots:
         unique.setdefault(root.resolve(), (origin, root))

@@ -142,13 +142,55 @@ def brain_mask_for(masks: dict[str, Path] | None, case: str) -> Path | None:
     return masks[case]
 
 
+def labels_for(sources: list[Path], case: str) -> list[Path]:
+    """The label files of `case` from --labels: a file serves every case, a folder gives the
+    file `<case>-seg.nii(.gz)` found below it."""
+    files = []
+    for source in sources:
+        if source.is_file():
+            files.append(source)
+            continue
+        found = [p for p in _nifti_files(source) if case_id_stem(p) == f"{case}-seg"]
+        if not found:
+            raise BadInput(f"case {case}: no {case}-seg.nii.gz below the --labels folder "
+                           f"{source}", "give the label files of the case with --labels FILE")
+        files.append(found[0])
+    return files
+
+
+def _voxels_on_grid_of(path: Path, reference, hint: str) -> np.ndarray:
+    """The voxels of the file at `path`; BadInput with `hint` unless it is on `reference`'s
+    grid."""
+    from tumorcli.io.volume import load_volume
+    from tumorcli.metrics.evaluation import check_same_grid
+
+    volume = load_volume(path)
+    try:
+        check_same_grid(volume, reference)
+    except BadInput as error:
+        raise BadInput(error.message, hint) from None
+    return np.asarray(volume.array)
+
+
+def label_union(paths: list[Path], reference) -> np.ndarray:
+    """(X, Y, Z) bool: voxels labelled (> 0) in any of `paths`, each on `reference`'s grid."""
+    union = np.zeros(reference.shape[:3], bool)
+    for path in paths:
+        union |= _voxels_on_grid_of(path, reference, "give tumour labels on the reference's "
+                                    "grid (the sessions' -seg files)") > 0
+    return union
+
+
 def score_image_files(item: tuple[str, Path, Path, Path | None],
-                      data_range: float | None = None, normalize: str = "none") -> dict:
-    """The COLUMNS row of one (case, prediction, reference, brain mask or None) item.
+                      data_range: float | None = None, normalize: str = "none",
+                      labels: list[Path] | None = None) -> dict:
+    """The COLUMNS row of one (case, prediction, reference, brain mask or None) item, and the
+    REGION_COLUMNS (tumour and rest of the brain) when tumour `labels` files are given.
 
     Brain: the mask's non-zero voxels, or the reference's non-zero voxels without a mask.
     normalize "percentile": each image is `percentile_normalised` in that brain first, and the
-    data range defaults to 1.
+    data range defaults to 1. normalize "tissue" (needs labels): each image is divided by its
+    median over the brain outside the labels (`tissue_normalised`).
     Raises BadInput naming the file for different grids, non-finite voxels, an image smaller
     than the SSIM window, an empty brain or a constant reference.
     """
@@ -169,36 +211,43 @@ def score_image_files(item: tuple[str, Path, Path, Path | None],
     if mask_path is None:
         brain = reference.array != 0
     else:
-        mask = load_volume(mask_path)
-        try:
-            check_same_grid(mask, reference)
-        except BadInput as error:
-            raise BadInput(error.message, "give the brain mask of this case, on the "
-                           "reference's grid") from None
-        brain = np.asarray(mask.array) != 0
+        brain = _voxels_on_grid_of(mask_path, reference, "give the brain mask of this case, "
+                                   "on the reference's grid") != 0
     where = mask_path or reference_path
     if not brain.any():
         raise BadInput(f"{where}: the brain is empty (no non-zero voxel)",
                        "give a brain mask with --mask")
     predicted, real = np.asarray(prediction.array), np.asarray(reference.array)
+    tumour = label_union(labels, reference) if labels else None
+    if normalize == "tissue":
+        from tumorcli.metrics.image_regions import tissue_normalised
+
+        if tumour is None:
+            raise BadInput(f"case {case}: --normalize tissue needs the tumour labels",
+                           "add --labels PRE-seg.nii.gz --labels POST-seg.nii.gz")
+        predicted, real = (tissue_normalised(v, brain, tumour) for v in (predicted, real))
     if normalize == "percentile":
         predicted, real = (percentile_normalised(v, brain) for v in (predicted, real))
         data_range = 1.0 if data_range is None else data_range
     if data_range is None:
         for region, name in ((None, "image"), (brain, "brain")):
-            values = reference.array if region is None else reference.array[region]
+            values = real if region is None else real[region]
             if values.max() == values.min():
                 raise BadInput(f"{reference_path}: the reference {name} is constant, so "
                                "PSNR/SSIM have no data range", "give --data-range")
     scores = image_scores(predicted, real, brain, data_range)
+    if tumour is not None:
+        from tumorcli.metrics.image_regions import region_scores
+
+        scores.update(region_scores(predicted, real, brain, tumour, data_range))
     return {"case": case, **scores}
 
 
-def summary_rows(rows: list[dict]) -> list[dict]:
+def summary_rows(rows: list[dict], columns: tuple[str, ...] = COLUMNS) -> list[dict]:
     """Rows with case = "mean" and case = "sd" (sample SD, ddof 1; None for one case or a
     non-finite value) of each score column."""
     mean, sd = {"case": "mean"}, {"case": "sd"}
-    for column in COLUMNS[1:]:
+    for column in columns[1:]:
         values = np.array([row[column] for row in rows], dtype=np.float64)
         mean[column] = float(values.mean())
         spread = float(values.std(ddof=1)) if len(values) > 1 else float("nan")

@@ -47,6 +47,12 @@ class PostModelConfig:
     latent_scale: float = 1.0          # latents × scale have unit variance (set after stage 1)
     target: str = "post"               # what is diffused: the post latent, or residual: post − pre
     target_scale: float = 1.0          # the diffused target × this has unit variance (residual)
+    intensity: str = "tissue"          # model units: tissue (÷ normal-tissue median) | zscore
+    # the output is the model's within margin_mm of the pre mask, and beyond margin + ramp the
+    # model's plus the pre scan's own detail (what the autoencoder and the 2 mm grid lose);
+    # None: the model's everywhere
+    detail_margin_mm: float | None = 0.0   # chosen on the val patients (0/5/10/20/40 mm)
+    detail_ramp_mm: float = 10.0
 
     @property
     def pad_multiple(self) -> int:
@@ -65,6 +71,8 @@ class PostModelConfig:
                           for k, v in values.items() if k in known})
 
         top = {k: v for k, v in data.items() if k in {f.name for f in fields(PostModelConfig)}}
+        top.setdefault("intensity", "zscore")   # models written before "tissue" existed
+        top.setdefault("detail_margin_mm", None)
         top["autoencoder"] = build(AutoencoderConfig, data.get("autoencoder", {}))
         top["denoiser"] = build(DenoiserConfig, data.get("denoiser", {}))
         return PostModelConfig(**top)

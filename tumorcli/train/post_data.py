@@ -79,27 +79,17 @@ class PairSlices:
     survival: int    # index in SURVIVAL_CLASSES
 
 
-def volume_slices(volume: np.ndarray, keep: np.ndarray, multiple: int) -> np.ndarray:
-    """(X, Y, Z) -> (K, 1, H, W): the kept axial slices, zero-padded to sides divisible by
-    `multiple` (centred; `unpad` undoes it)."""
-    slices = np.moveaxis(volume[:, :, keep], 2, 0)[:, None]
-    height, width = (int(np.ceil(n / multiple)) * multiple for n in volume.shape[:2])
-    top, left = (height - volume.shape[0]) // 2, (width - volume.shape[1]) // 2
-    out = np.zeros((len(slices), 1, height, width), np.float32)
-    out[:, :, top:top + volume.shape[0], left:left + volume.shape[1]] = slices
-    return out
-
-
-def unpad(slices: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """(K, ..., H, W) padded slices -> (K, ..., X, Y) as before `volume_slices`."""
-    top, left = (slices.shape[-2] - shape[0]) // 2, (slices.shape[-1] - shape[1]) // 2
-    return slices[..., top:top + shape[0], left:left + shape[1]]
-
-
-def load_pair(pair: PostPair, spacing_mm: float, multiple: int) -> PairSlices:
+def load_pair(pair: PostPair, spacing_mm: float, multiple: int, intensity: str = "tissue"
+              ) -> PairSlices:
+    """The pair as slices in model units. With intensity "tissue" the follow-up is also put in
+    the pre scan's scanner conditions: divided by its tissue median and by the smooth field by
+    which it differs from the pre scan on normal tissue (tumour in neither session), so the
+    target holds the disease's change and not the scanner's."""
+    from tumorcli.infer.post_inputs import in_scan_units, model_units, volume_slices
     from tumorcli.infer.prepare import onto_grid, prepare
     from tumorcli.io.itk import Grid
     from tumorcli.io.volume import load_volume
+    from tumorcli.preprocess.harmonise import normal_tissue, relative_bias, tissue_median_scale
     from tumorcli.preprocess.inputs import read_scan
 
     pre = prepare({"t1c": read_scan(pair.pre_t1c, "t1c")}, ("t1c",), spacing_mm)
@@ -108,11 +98,25 @@ def load_pair(pair: PostPair, spacing_mm: float, multiple: int) -> PairSlices:
             pre.source_grid.affine, post.source_grid.affine, atol=1e-3):
         raise BadInput(f"{pair.post_t1c}: not on the grid of {pair.pre_t1c}",
                        "register the sessions first (tumor preprocess puts them on one atlas)")
-    seg = load_volume(pair.pre_seg)
-    mask = onto_grid((np.asarray(seg.array) > 0).astype(np.float32), Grid.of(seg), pre.grid,
-                     blur=False)
+    labels = {}
+    for name, path in (("pre", pair.pre_seg), ("post", pair.post_seg)):
+        seg = load_volume(path)
+        labels[name] = onto_grid((np.asarray(seg.array) > 0).astype(np.float32), Grid.of(seg),
+                                 pre.grid, blur=False)
+    either = np.maximum(labels["pre"], labels["post"])
+    pre_image, _, _ = model_units(pre, either, intensity)
+    if intensity == "tissue":
+        spacing = pre.grid.spacing
+        normal = normal_tissue(pre.brain & post.brain, either, spacing)
+        post_raw = in_scan_units(post)
+        post_image = post_raw / tissue_median_scale(post_raw, normal)
+        post_image = np.where(pre.brain, post_image / relative_bias(post_image, pre_image,
+                                                                    normal, spacing), 0)
+    else:
+        post_image = post.image[0]
     keep = pre.brain.any(axis=(0, 1))
-    return PairSlices(pair.name, volume_slices(pre.image[0], keep, multiple),
-                      volume_slices(post.image[0], keep, multiple),
-                      volume_slices(mask, keep, multiple),
+    return PairSlices(pair.name, volume_slices(pre_image, keep, multiple),
+                      volume_slices(post_image.astype(np.float32), keep, multiple),
+                      volume_slices(labels["pre"], keep, multiple),
                       SURVIVAL_CLASSES.index(pair.survival))
+

@@ -61,7 +61,8 @@ def train_post_model(model: PostModelConfig, config: PostTrainConfig, out: Path,
         write_split(out, split, Path(config.data), config.seed)
         write_config(out, {**model.to_dict(), "training": asdict(config)})
     say(f"{len(split['train'])} train / {len(split['val'])} val / {len(split['test'])} test patients")
-    load = lambda names: [load_pair(pairs[n], model.spacing_mm, model.pad_multiple) for n in names]
+    load = lambda names: [load_pair(pairs[n], model.spacing_mm, model.pad_multiple,
+                                         model.intensity) for n in names]
     train, val = load(split["train"]), load(split["val"][:4])
     seed_everything(config.seed)
     began = time.perf_counter()
