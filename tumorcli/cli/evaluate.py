@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from tumorcli.cli.common import Jobs, Json, Quiet, check_jobs, console, finish, start
+from tumorcli.cli.sharding import (Merge, check_merge, check_shard, merge_shard_tables,
+                                   shard_option, shard_pairs)
 from tumorcli.cli.volumes import Labels, TableOutput
 
 MAX_CASES_SHOWN = 10  # per-case rows on screen up to this many cases; means always
+CaseShard = shard_option("the cases sorted by case id")
+Tables = Annotated[Optional[list[Path]], typer.Argument(
+    help="With --merge: the tables of the --shard runs.", show_default=False)]
 
 
 def evaluate(
-    pred: Annotated[Path, typer.Option(
+    tables: Tables = None,
+    pred: Annotated[Optional[Path], typer.Option(
         "--pred", help="Predicted mask, or a folder of them (matched to --ref by case id).",
-        show_default=False)],
-    ref: Annotated[Path, typer.Option(
+        show_default=False)] = None,
+    ref: Annotated[Optional[Path], typer.Option(
         "--ref", help="Reference mask, or a folder of them (BraTS case folders with "
-        "*-seg.nii.gz are searched below).", show_default=False)],
+        "*-seg.nii.gz are searched below).", show_default=False)] = None,
     output: TableOutput = None,
     lesionwise: Annotated[bool, typer.Option(
         "--lesionwise", help="Add BraTS 2023 lesion-wise Dice and HD95 (26-connected lesions, "
@@ -27,6 +33,8 @@ def evaluate(
         "lesion).")] = False,
     labels: Labels = "1=NETC,2=SNFH,3=ET",
     jobs: Jobs = 1,
+    shard: CaseShard = None,
+    merge: Merge = False,
     quiet: Quiet = False,
     as_json: Json = False,
 ) -> None:
@@ -51,26 +59,43 @@ def evaluate(
     and the exit code is 3 (partial batch); if no case can be scored the exit
     code is 2.
 
+    On a cluster, each array task scores one --shard of the cases (those found
+    on one side only included) and --merge joins their tables: rows sorted by
+    case, the "mean" rows recomputed over every case.
+
     Examples:
       tumor evaluate --pred pred.nii.gz --ref BraTS-GLI-00001-000-seg.nii.gz
       tumor evaluate --pred preds/ --ref BraTS2023-val/ -o metrics.csv --lesionwise -j 2
+      tumor evaluate --pred preds/ --ref val/ --shard auto -o shard-$SLURM_ARRAY_TASK_ID.csv
+      tumor evaluate --merge shard-*.csv -o metrics.csv
     """
     start(quiet, as_json)
     from functools import partial
 
     from tumorcli.errors import BadInput, PartialBatch, TumorError
     from tumorcli.metrics.batch import run_each
-    from tumorcli.metrics.cases import match_cases
-    from tumorcli.metrics.evaluation import COLUMNS, LESIONWISE_COLUMNS, evaluate_files, mean_rows
+    from tumorcli.metrics.cases import case_id, match_cases
+    from tumorcli.metrics.evaluation import (COLUMNS, LESIONWISE_COLUMNS, TABLES, evaluate_files,
+                                             mean_rows)
     from tumorcli.metrics.regions import parse_labels
     from tumorcli.metrics.tables import check_table_path, write_rows
     from tumorcli.progress import task
 
+    if merge:
+        check_merge(tables, output, pred=pred, ref=ref, shard=shard)
+        return merge_shard_tables(tables, output, TABLES, "evaluate", quiet, as_json)
+    if tables:
+        raise BadInput(f"{tables[0]}: tables are read only with --merge",
+                       "add --merge, or give the masks with --pred and --ref")
+    if pred is None or ref is None:
+        raise BadInput("give --pred and --ref (masks or folders of them)",
+                       "e.g. tumor evaluate --pred preds/ --ref refs/")
     scheme = parse_labels(labels)
     if output is not None:
         check_table_path(output)
     check_jobs(jobs)
-    matched = match_cases(pred, ref)
+    check_shard(shard)
+    matched = shard_pairs(match_cases(pred, ref), shard, case_id)
     failures: list[TumorError] = [
         BadInput(f"{path}: case has no reference in {ref}", "check the case ids")
         for path in matched.prediction_only] + [
@@ -85,8 +110,8 @@ def evaluate(
             else:
                 scores += case_scores
                 scored_cases += 1
-    if not scores:
-        raise failures[0]
+    if not scores and failures:
+        raise failures[0]  # an empty --shard has neither: it writes the header only
     rows = [s.row() for s in scores]
     means = mean_rows(scores)
     columns = COLUMNS + (LESIONWISE_COLUMNS if lesionwise else ())

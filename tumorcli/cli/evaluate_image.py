@@ -8,18 +8,22 @@ from typing import Annotated, Optional
 import typer
 
 from tumorcli.cli.common import Json, Quiet, console, finish, start
+from tumorcli.cli.evaluate import CaseShard, Tables
+from tumorcli.cli.sharding import (Merge, check_merge, check_shard, merge_shard_tables,
+                                   shard_pairs)
 from tumorcli.cli.volumes import TableOutput
 
 MAX_CASES_SHOWN = 10  # per-case rows on screen up to this many cases; mean and SD always
 
 
 def evaluate_image(
-    pred: Annotated[Path, typer.Option(
+    tables: Tables = None,
+    pred: Annotated[Optional[Path], typer.Option(
         "--pred", help="Predicted image, or a folder of them (matched to --ref by case id).",
-        show_default=False)],
-    ref: Annotated[Path, typer.Option(
+        show_default=False)] = None,
+    ref: Annotated[Optional[Path], typer.Option(
         "--ref", help="Real image, or a folder of them (BraTS case folders are searched "
-        "below).", show_default=False)],
+        "below).", show_default=False)] = None,
     mask: Annotated[Optional[Path], typer.Option(
         "--mask", help="Brain mask (non-zero = brain), or a folder of them matched by case id "
         "(…-brain.nii.gz). Default: the reference's non-zero voxels.")] = None,
@@ -41,6 +45,8 @@ def evaluate_image(
     modality: Annotated[Optional[str], typer.Option(
         "--modality", help="Which image of a case holding several (t1c, t1n, t2w, t2f, …). "
         "Default: the prediction's file-name suffix.")] = None,
+    shard: CaseShard = None,
+    merge: Merge = False,
     quiet: Quiet = False,
     as_json: Json = False,
 ) -> None:
@@ -68,22 +74,39 @@ def evaluate_image(
     at the end: the other cases are written and the exit code is 3; if no case
     can be scored the exit code is 2.
 
+    On a cluster, each array task scores one --shard of the cases and --merge
+    joins their tables: rows sorted by case, "mean" and "sd" recomputed.
+
     Examples:
       tumor evaluate-image --pred pred-t1c.nii.gz --ref BraTS-GLI-00001-001-t1c.nii.gz
       tumor evaluate-image --pred preds/ --ref followups/ --modality t1c -o image_scores.csv
       tumor evaluate-image --pred post.nii.gz --ref followup-t1c.nii.gz --normalize tissue \\
           --labels pre-seg.nii.gz --labels followup-seg.nii.gz
+      tumor evaluate-image --pred preds/ --ref followups/ --modality t1c --shard auto \\
+          -o shard-$SLURM_ARRAY_TASK_ID.csv
+      tumor evaluate-image --merge shard-*.csv -o image_scores.csv
     """
     start(quiet, as_json)
     from tumorcli.errors import BadInput, PartialBatch, TumorError
     from tumorcli.metrics.batch import run_each
-    from tumorcli.metrics.image_evaluation import (COLUMNS, brain_mask_for, brain_masks_by_case,
+    from tumorcli.metrics.image_evaluation import (COLUMNS, TABLES, brain_mask_for,
+                                                   brain_masks_by_case, image_case_id,
                                                    labels_for, match_images, score_image_files,
                                                    summary_rows)
     from tumorcli.metrics.image_regions import REGION_COLUMNS
-    from tumorcli.metrics.tables import check_table_path, write_rows
+    from tumorcli.metrics.tables import check_table_path, json_safe, write_rows
     from tumorcli.progress import task
 
+    if merge:
+        check_merge(tables, output, pred=pred, ref=ref, mask=mask, labels=labels, shard=shard)
+        return merge_shard_tables(tables, output, TABLES, "evaluate-image", quiet, as_json)
+    if tables:
+        raise BadInput(f"{tables[0]}: tables are read only with --merge",
+                       "add --merge, or give the images with --pred and --ref")
+    if pred is None or ref is None:
+        raise BadInput("give --pred and --ref (images or folders of them)",
+                       "e.g. tumor evaluate-image --pred preds/ --ref followups/")
+    check_shard(shard)
     if output is not None:
         check_table_path(output)
     if normalize not in ("none", "tissue", "percentile"):
@@ -98,7 +121,8 @@ def evaluate_image(
     if data_range is not None and not data_range > 0:
         raise BadInput(f"--data-range {data_range:g}: must be positive",
                        "e.g. --data-range 1 for images scaled to [0, 1]")
-    matched = match_images(pred, ref, modality)
+    matched = shard_pairs(match_images(pred, ref, modality), shard,
+                          lambda path: image_case_id(path)[0])
     masks = brain_masks_by_case(mask) if mask is not None else None
     failures: list[TumorError] = [
         BadInput(f"{path}: case has no reference in {ref}", "check the case ids")
@@ -121,30 +145,23 @@ def evaluate_image(
                 failures.append(error)
             else:
                 rows.append(row)
-    if not rows:
-        raise failures[0]
-    summary = summary_rows(rows, columns)
+    if not rows and failures:
+        raise failures[0]  # an empty --shard has neither: it writes the header only
+    summary = summary_rows(rows, columns) if rows else []
     if output is not None:
         to_write = rows + summary
-        write_rows(output, columns, _json_safe(to_write) if output.suffix.lower() == ".json"
+        write_rows(output, columns, json_safe(to_write) if output.suffix.lower() == ".json"
                    else to_write)
     result = {"cases": len(rows), "output": str(output) if output else None,
-              "mean": _json_safe(summary[:1])[0], "sd": _json_safe(summary[1:])[0],
-              "rows": _json_safe(rows), "failed": [str(f) for f in failures]}
+              "mean": (json_safe(summary[:1]) or [None])[0],
+              "sd": (json_safe(summary[1:]) or [None])[0],
+              "rows": json_safe(rows), "failed": [str(f) for f in failures]}
     finish(result, as_json=as_json, quiet=quiet, human=_show)
     if failures:
         total = len(rows) + len(failures)
         written = f"; the scores of the other cases are in {output}" if output else ""
         raise PartialBatch(f"{len(failures)} of {total} cases not scored, first: "
                            f"{failures[0].message}{written}", failures[0].hint)
-
-
-def _json_safe(rows: list[dict]) -> list[dict]:
-    """Strict JSON has no infinity or NaN: write them as the strings "inf", "-inf", "nan"."""
-    import math
-
-    return [{k: str(v) if isinstance(v, float) and not math.isfinite(v) else v
-             for k, v in row.items()} for row in rows]
 
 
 def _show(result: dict) -> None:
@@ -155,14 +172,14 @@ def _show(result: dict) -> None:
     from tumorcli.metrics.image_regions import REGION_COLUMNS
 
     rows = result["rows"] if result["cases"] <= MAX_CASES_SHOWN else []
-    regions = REGION_COLUMNS[0] in result["mean"]
+    regions = REGION_COLUMNS[0] in (result["mean"] or {})
     columns = COLUMNS[1:] + (REGION_COLUMNS if regions else ())
     titles = ["PSNR dB", "SSIM", "PSNR slices", "SSIM slices", "PSNR brain", "SSIM brain",
               "PSNR brain slices", "SSIM brain slices"]
     titles += ["PSNR tumour", "SSIM tumour", "PSNR rest", "SSIM rest"] if regions else []
     table = Table("case", *titles, title=f"{result['cases']} case(s)", title_justify="left",
                   box=box.SIMPLE_HEAD)
-    for row in [*rows, result["mean"], result["sd"]]:
+    for row in [*rows, *(summary for summary in (result["mean"], result["sd"]) if summary)]:
         table.add_row(row["case"], *(_number(row[column], column) for column in columns))
     console().print(table)
     if result["output"]:

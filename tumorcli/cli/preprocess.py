@@ -66,7 +66,10 @@ def preprocess(
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Subjects in parallel.")] = 1,
     shard: Annotated[Optional[str], typer.Option(
         "--shard", help="I/N: process only part I of N (1-based) of the sorted cohort, for "
-        "cluster arrays.", show_default=False)] = None,
+        "cluster arrays; auto: the part of this SLURM array task.", show_default=False)] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="A modality that fails the co-registration check is an error for its "
+        "subject (nothing written) instead of a warning.")] = False,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace a subject folder made from other inputs or options "
         "(matching ones are always skipped).")] = False,
@@ -89,7 +92,9 @@ def preprocess(
     (output mm -> native mm) and preprocess.json (inputs with sha256, every step with its
     parameters and seconds, transforms, crop box, versions). A subject whose folder already
     matches its inputs and options is skipped; one that fails does not stop the others
-    (exit code 3).
+    (exit code 3). Each co-registration is checked (head overlap and edge agreement, no ground
+    truth needed): a modality that fails is written with a warning (yellow row, "warnings" in
+    preprocess.json, exit code 3), or is an error with --strict.
 
     Examples:
       tumor preprocess -i BraTS-GLI-00001-000 -o prep
@@ -116,7 +121,7 @@ def preprocess(
     from tumorcli.cli.subjects import take_shard
 
     subjects = take_shard(subjects, shard)
-    _batch(subjects, output, jobs, overwrite, quiet, as_json, atlas=atlas,
+    _batch(subjects, output, jobs, overwrite, strict, quiet, as_json, atlas=atlas,
            skull_strip=skull_strip, n4=n4, crop=crop, crop_margin_mm=crop_margin,
            normalize=normalize.value, spacing_mm=spacing, seed=seed)
 
@@ -136,7 +141,7 @@ def _subjects(input: Path | None, files: dict, name: str | None, seg: Path | Non
     return subjects
 
 
-def _batch(subjects: list, output: Path, jobs: int, overwrite: bool, quiet: bool,
+def _batch(subjects: list, output: Path, jobs: int, overwrite: bool, strict: bool, quiet: bool,
            as_json: bool, **options) -> None:
     import os
     from functools import partial
@@ -153,7 +158,8 @@ def _batch(subjects: list, output: Path, jobs: int, overwrite: bool, quiet: bool
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
     rows, failures = [], []
     with task("Preprocessing", total=len(subjects)) as advance:
-        work = partial(guarded, out=output, config=config, overwrite=overwrite, threads=threads)
+        work = partial(guarded, out=output, config=config, overwrite=overwrite, threads=threads,
+                       strict=strict)
         for item, (summary, error) in zip(subjects, run_each(work, subjects, jobs, advance)):
             if error is not None:
                 failures.append(error)
@@ -165,11 +171,17 @@ def _batch(subjects: list, output: Path, jobs: int, overwrite: bool, quiet: bool
         raise failures[0]
     result = {"output": str(output), "subjects": rows,
               "done": sum(r["status"] == "done" for r in rows),
-              "skipped": sum(r["status"] == "skipped" for r in rows), "failed": len(failures)}
+              "skipped": sum(r["status"] == "skipped" for r in rows), "failed": len(failures),
+              "warned": sum(bool(r.get("warnings")) for r in rows)}
     finish(result, as_json=as_json, quiet=quiet, human=_show)
     if failures:
         raise PartialBatch(f"{len(failures)} of {len(subjects)} subjects failed, first: "
                            f"{failures[0].message}", failures[0].hint)
+    warned = [r for r in rows if r.get("warnings")]
+    if warned:
+        raise PartialBatch(f"{len(warned)} of {len(subjects)} subjects finished with warnings, "
+                           f"first: {warned[0]['subject']}: {warned[0]['warnings'][0]}",
+                           "check those scans, or rerun with --strict to make this an error")
 
 
 def _invert(mask: Path, record: Path | None, output: Path, onto: str, quiet: bool,
@@ -196,5 +208,10 @@ def _show(result: dict) -> None:
                   title=f"Preprocessed into {result['output']}")
     for row in result["subjects"]:
         seconds = "" if row.get("seconds") is None else f"{row['seconds']:.1f}"
-        table.add_row(row["subject"], row["status"], seconds, row.get("error", ""))
+        if row.get("warnings"):
+            table.add_row(row["subject"], f"{row['status']}, warning", seconds,
+                          "; ".join(row["warnings"]), style="yellow")
+        else:
+            table.add_row(row["subject"], row["status"], seconds, row.get("error", ""),
+                          style="red" if row["status"] == "failed" else None)
     console().print(table)

@@ -9,9 +9,11 @@ from typing import Annotated, Optional
 import typer
 
 from tumorcli.cli.common import Device, Json, Quiet, Seed, console, finish, start
+from tumorcli.cli.sharding import shard_option
 
 ModalityFile = Annotated[Optional[Path], typer.Option(show_default=False)]
 NIFTI = (".nii", ".nii.gz")
+SubjectShard = shard_option("the cohort's subjects sorted by name")
 
 
 class Target(str, Enum):
@@ -82,9 +84,7 @@ def segment(
     unconditional: Annotated[bool, typer.Option(
         "--unconditional", help="Refine from pure noise without the prior (for comparison "
         "only).")] = False,
-    shard: Annotated[Optional[str], typer.Option(
-        "--shard", help="I/N: only part I of N of the sorted cohort (cluster arrays).",
-        show_default=False)] = None,
+    shard: SubjectShard = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo subjects whose output "
                                             "exists (otherwise skipped: resumable).")] = False,
     device: Device = "auto",
@@ -102,6 +102,7 @@ def segment(
     Examples:
       tumor segment -i BraTS-GLI-00001-000 -o seg.nii.gz
       tumor segment -i cohort -o segs --model swinunetr --shard 1/4
+      tumor segment -i cohort -o segs --shard auto   (in each task of sbatch --array=1-8)
       tumor segment --t1n a.nii.gz --t1c b.nii.gz --t2w c.nii.gz --t2f d.nii.gz -o seg.nii.gz --tta
       tumor segment -i dicom/SUBJECT -o seg.dcm --to seg
       tumor segment -i SUBJECT -o seg.nii.gz --refine medsegdiff --samples 5 --uncertainty u.nii.gz

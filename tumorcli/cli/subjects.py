@@ -1,10 +1,11 @@
 """Which subjects a verb works on: -i SUBJECT_OR_COHORT or --t1n/--t1c/--t2w/--t2f files, and
-`--shard I/N` for cluster arrays. Shared by preprocess and segment."""
+`--shard I/N|auto` for cluster arrays (see sharding.py). Shared by preprocess and segment."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from tumorcli.cli.sharding import take_shard  # noqa: F401  (part I of N of the subjects by name)
 from tumorcli.errors import BadInput
 
 
@@ -29,17 +30,3 @@ def subjects_from_options(input: Path | None, files: dict, name: str | None) -> 
     if not input.exists():
         raise BadInput(f"{input}: not found", "check the path given to -i/--input")
     return find_cohort(input)
-
-
-def take_shard(subjects: list, shard: str | None) -> list:
-    """Part I of N (1-based) of the subjects sorted by name; all of them without --shard."""
-    if shard is None:
-        return subjects
-    try:
-        part, parts = (int(n) for n in shard.split("/"))
-        assert 1 <= part <= parts
-    except (ValueError, AssertionError):
-        raise BadInput(f"--shard {shard}: expected I/N with 1 ≤ I ≤ N", "e.g. --shard 2/8") \
-            from None
-    return [s for index, s in enumerate(sorted(subjects, key=lambda s: s.name))
-            if index % parts == part - 1]

@@ -8,10 +8,12 @@ from typing import Annotated, Optional
 import typer
 
 from tumorcli.cli.common import Jobs, Json, Quiet, check_jobs, console, finish, start
+from tumorcli.cli.sharding import (Merge, check_merge, check_shard, merge_shard_tables,
+                                   shard_option, take_shard)
 
 Masks = Annotated[Optional[list[Path]], typer.Argument(
-    help="Label masks (.nii/.nii.gz), or folders of them (*-seg.nii.gz found below).",
-    show_default=False)]
+    help="Label masks (.nii/.nii.gz), or folders of them (*-seg.nii.gz found below); with "
+    "--merge, the shards' tables.", show_default=False)]
 TableOutput = Annotated[Optional[Path], typer.Option(
     "-o", "--output", help="Write the table to a .csv or .json file.")]
 Labels = Annotated[str, typer.Option(
@@ -22,6 +24,7 @@ Subject = Annotated[Optional[Path], typer.Option(
     "or of the *-seg.nii.gz files themselves, for one subject or several: volumes per session, "
     "change vs each subject's first session and a RANO-style response. Days come from a "
     "cohort.csv (subject,session,day) in the folder or its parent.", show_default=False)]
+Shard = shard_option("the masks sorted by case id (with --subject: of the subjects)")
 
 
 def volumes(
@@ -30,6 +33,8 @@ def volumes(
     labels: Labels = "1=NETC,2=SNFH,3=ET",
     subject: Subject = None,
     jobs: Jobs = 1,
+    shard: Shard = None,
+    merge: Merge = False,
     quiet: Quiet = False,
     as_json: Json = False,
 ) -> None:
@@ -49,36 +54,47 @@ def volumes(
     In a batch, masks that cannot be read are listed at the end and the exit
     code is 3; the others are still measured and written.
 
+    On a cluster, each array task measures one --shard and --merge joins
+    their tables (rows sorted by file, or by subject with --subject).
+
     Examples:
       tumor volumes BraTS-GLI-00001-000-seg.nii.gz
       tumor volumes cohort/ -o volumes.csv --jobs 2
       tumor volumes --subject cohort/ -o course.csv
+      tumor volumes cohort/ --shard auto -o shard-$SLURM_ARRAY_TASK_ID.csv
+      tumor volumes --merge shard-*.csv -o volumes.csv
     """
     start(quiet, as_json)
     from tumorcli.errors import BadInput
     from tumorcli.metrics.regions import parse_labels
     from tumorcli.metrics.tables import check_table_path
 
+    if merge:
+        from tumorcli.metrics.volumes import TABLES
+
+        check_merge(masks, output, subject=subject, shard=shard)
+        return merge_shard_tables(masks, output, TABLES, "volumes", quiet, as_json)
     scheme = parse_labels(labels)
     if output is not None:
         check_table_path(output)
     check_jobs(jobs)
+    check_shard(shard)
     if (subject is None) == (not masks):
         raise BadInput("give label masks or --subject DIR (one of the two)",
                        "e.g. tumor volumes seg.nii.gz, or tumor volumes --subject DIR")
     if subject is not None:
-        _subject(subject, scheme, output, jobs, quiet, as_json)
+        _subject(subject, scheme, output, jobs, shard, quiet, as_json)
     else:
-        _masks(masks, scheme, output, jobs, quiet, as_json)
+        _masks(masks, scheme, output, jobs, shard, quiet, as_json)
 
 
-def _masks(masks: list[Path], scheme, output: Path | None, jobs: int, quiet: bool,
-           as_json: bool) -> None:
+def _masks(masks: list[Path], scheme, output: Path | None, jobs: int, shard: str | None,
+           quiet: bool, as_json: bool) -> None:
     from functools import partial
 
     from tumorcli.errors import BadInput
     from tumorcli.metrics.batch import run_each
-    from tumorcli.metrics.cases import find_masks
+    from tumorcli.metrics.cases import case_id, find_masks
     from tumorcli.metrics.tables import write_rows
     from tumorcli.metrics.volumes import VOLUME_COLUMNS, region_volumes
     from tumorcli.progress import task
@@ -92,6 +108,7 @@ def _masks(masks: list[Path], scheme, output: Path | None, jobs: int, quiet: boo
             files += found
         else:
             files.append(path)
+    files = take_shard(files, shard, key=lambda path: (case_id(path), str(path)))
     rows, failures = [], []
     with task("Measuring", total=len(files)) as advance:
         measuring = run_each(partial(region_volumes, scheme=scheme), files, jobs, advance)
@@ -112,8 +129,8 @@ def _masks(masks: list[Path], scheme, output: Path | None, jobs: int, quiet: boo
     _raise_for_failures(failures, len(files), output)
 
 
-def _subject(folder: Path, scheme, output: Path | None, jobs: int, quiet: bool,
-             as_json: bool) -> None:
+def _subject(folder: Path, scheme, output: Path | None, jobs: int, shard: str | None,
+             quiet: bool, as_json: bool) -> None:
     from functools import partial
 
     from tumorcli.metrics.batch import run_each
@@ -123,6 +140,9 @@ def _subject(folder: Path, scheme, output: Path | None, jobs: int, quiet: bool,
     from tumorcli.progress import task
 
     sessions = find_sessions(folder)
+    if shard is not None:  # whole subjects: the change vs baseline needs all their sessions
+        subjects = set(take_shard(sorted({s.subject for s in sessions}), shard, key=str))
+        sessions = [session for session in sessions if session.subject in subjects]
     days, cohort_csv = cohort_days(folder)
     measured, failures = [], []
     with task("Measuring sessions", total=len(sessions)) as advance:

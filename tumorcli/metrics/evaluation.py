@@ -20,6 +20,7 @@ from tumorcli.metrics.distance import bounding_box, hausdorff95
 from tumorcli.metrics.lesionwise import DILATION_ITERATIONS, LesionwiseScore, lesionwise_scores
 from tumorcli.metrics.overlap import overlap_from_joint_counts
 from tumorcli.metrics.regions import EVALUATED_REGIONS, LabelScheme, as_label_array, label_counts
+from tumorcli.metrics.tables import TableLayout
 
 GRID_TOLERANCE_MM = 1e-3
 COLUMNS = ("case", "region", "dice", "hd95_mm", "sensitivity", "precision")
@@ -116,7 +117,11 @@ def evaluate_files(pair: tuple[str, Path, Path], scheme: LabelScheme,
 
 def mean_rows(scores: list[RegionScores]) -> list[dict]:
     """One row per region with case = "mean": the average of each numeric column over cases."""
-    rows = [s.row() for s in scores]
+    return region_means([s.row() for s in scores])
+
+
+def region_means(rows: list[dict]) -> list[dict]:
+    """The "mean" rows (TC, WT, ET) of per-case rows in COLUMNS (+ LESIONWISE_COLUMNS) order."""
     means = []
     for region in EVALUATED_REGIONS:
         of_region = [row for row in rows if row["region"] == region]
@@ -127,6 +132,11 @@ def mean_rows(scores: list[RegionScores]) -> list[dict]:
             mean[column] = float(np.mean([row[column] for row in of_region]))
         means.append(mean)
     return means
+
+
+# The two tables `tumor evaluate` writes, for `tumor evaluate --merge`.
+TABLES = (TableLayout(COLUMNS, ("case", "region"), summary=region_means),
+          TableLayout(COLUMNS + LESIONWISE_COLUMNS, ("case", "region"), summary=region_means))
 
 
 def _shape(volume: Volume) -> str:

@@ -13,6 +13,7 @@ modality asked for, else the prediction's own suffix. Brain masks: the file name
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ import numpy as np
 from tumorcli.errors import BadInput
 from tumorcli.io.volume import is_nifti_path
 from tumorcli.metrics.cases import CasePairs, case_id_stem
+from tumorcli.metrics.image_regions import REGION_COLUMNS
+from tumorcli.metrics.tables import TableLayout
 
 COLUMNS = ("case", "psnr_3d", "ssim_3d", "psnr_slices", "ssim_slices", "psnr_3d_brain",
            "ssim_3d_brain", "psnr_slices_brain", "ssim_slices_brain")
@@ -253,3 +256,8 @@ def summary_rows(rows: list[dict], columns: tuple[str, ...] = COLUMNS) -> list[d
         spread = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
         sd[column] = spread if np.isfinite(spread) else None
     return [mean, sd]
+
+
+# The two tables `tumor evaluate-image` writes (without and with --labels), for --merge.
+TABLES = tuple(TableLayout(columns, ("case",), summary=partial(summary_rows, columns=columns))
+               for columns in (COLUMNS, COLUMNS + REGION_COLUMNS))

@@ -25,6 +25,7 @@ from tumorcli.errors import BadInput
 from tumorcli.io.volume import is_nifti_path, load_volume
 from tumorcli.metrics.regions import (REGIONS, LabelScheme, as_label_array, label_counts,
                                       region_voxels)
+from tumorcli.metrics.tables import TableLayout
 
 VOLUME_COLUMNS = ("file", "region", "voxels", "volume_cm3")
 PROGRESSION_INCREASE = 0.25
@@ -32,6 +33,10 @@ PARTIAL_RESPONSE_DECREASE = 0.50
 CHANGE_REGIONS = ("ET", "TC", "WT")
 SESSION_COLUMNS = ("subject", "session", "day", *(f"{r.lower()}_cm3" for r in REGIONS),
                    *(f"{r.lower()}_change_pct" for r in CHANGE_REGIONS), "response", "file")
+# The two tables `tumor volumes` writes (masks; --subject), for `tumor volumes --merge`; mask
+# rows sorted as a folder's masks are found, sessions by subject (each subject in one shard).
+TABLES = (TableLayout(VOLUME_COLUMNS, ("file", "region"), order=lambda row: Path(row["file"])),
+          TableLayout(SESSION_COLUMNS, ("subject", "session")))
 
 
 def region_volumes(path: str | Path, scheme: LabelScheme) -> dict[str, tuple[int, float]]:

@@ -26,7 +26,7 @@ from tumorcli.errors import BadInput, TumorError
 from tumorcli.io import itk
 from tumorcli.io.atomic import atomic_folder
 from tumorcli.io.volume import Volume, load_volume, save_volume
-from tumorcli.preprocess import brain, intensity, spatial
+from tumorcli.preprocess import alignment, brain, intensity, spatial
 from tumorcli.preprocess.inputs import MODALITIES, SubjectInputs, read_scan, sha256_of
 
 RECORD = "preprocess.json"
@@ -47,7 +47,8 @@ class PreprocessConfig:
     spacing_mm: float | None = None
     crop_margin_mm: float = 10.0
     seed: int = 1
-    registration: spatial.RegistrationSettings = field(default_factory=spatial.RegistrationSettings)
+    registration: spatial.RegistrationSettings = alignment.RIGID
+    search: alignment.SearchSettings = field(default_factory=alignment.SearchSettings)
     atlas_registration: spatial.RegistrationSettings = field(
         default_factory=lambda: spatial.RegistrationSettings(bins=32, smooth_mm=(4.0, 2.0, 1.0)))
     n4_settings: intensity.N4Settings = field(default_factory=intensity.N4Settings)
@@ -63,10 +64,12 @@ def output_stem(out: Path, subject: str) -> Path:
 
 
 def preprocess_subject(subject: SubjectInputs, out: Path, config: PreprocessConfig,
-                       overwrite: bool = False) -> dict:
-    """Preprocess one subject into `out/<subject>/`; returns a summary for the batch table.
+                       overwrite: bool = False, strict: bool = False) -> dict:
+    """Preprocess one subject into `out/<subject>/`; returns a summary for the batch table,
+    with `warnings` (e.g. a modality that failed the co-registration check) when there are any.
 
     Skips (status 'skipped') when the folder's record matches these inputs and options.
+    strict: a warning is an error instead (TumorError, nothing written).
     """
     inputs = {m: {"path": str(p), "sha256": sha256_of(p)} for m, p in subject.images.items()}
     if subject.seg is not None:
@@ -74,8 +77,11 @@ def preprocess_subject(subject: SubjectInputs, out: Path, config: PreprocessConf
     folder = out / subject.name
     if folder.exists() and any(folder.iterdir()):
         if _is_complete(folder, inputs, config):
+            warnings = json.loads((folder / RECORD).read_text()).get("warnings", [])
+            if warnings and strict:
+                raise TumorError(f"{subject.name}: {warnings[0]}", STRICT_HINT)
             return {"subject": subject.name, "status": "skipped", "seconds": 0.0,
-                    "folder": str(folder)}
+                    "folder": str(folder), "warnings": warnings}
         if not overwrite:
             raise BadInput(f"{folder}: exists and was made from other inputs or options",
                            "remove it, or pass --overwrite to replace it")
@@ -84,13 +90,14 @@ def preprocess_subject(subject: SubjectInputs, out: Path, config: PreprocessConf
     # a stale folder is replaced only once the new one is complete
     final = out / f".new-{subject.name}" if stale else folder
     with atomic_folder(final) as temporary:
-        record = _run(subject, inputs, temporary / subject.name, config)
+        record = _run(subject, inputs, temporary / subject.name, config, strict)
     if stale:
         shutil.rmtree(folder)
         os.replace(final, folder)
     seconds = time.perf_counter() - began
     return {"subject": subject.name, "status": "done", "seconds": round(seconds, 2),
-            "folder": str(folder), "shape": record["output_grid"]["shape"]}
+            "folder": str(folder), "shape": record["output_grid"]["shape"],
+            "warnings": record["warnings"]}
 
 
 def _is_complete(folder: Path, inputs: dict, config: PreprocessConfig) -> bool:
@@ -103,7 +110,12 @@ def _is_complete(folder: Path, inputs: dict, config: PreprocessConfig) -> bool:
             and record.get("config") == config.to_dict() and all(p.exists() for p in outputs))
 
 
-def _run(subject: SubjectInputs, inputs: dict, stem: Path, config: PreprocessConfig) -> dict:
+STRICT_HINT = ("check that the scan belongs to this subject and session; without --strict it is "
+               "written with a warning")
+
+
+def _run(subject: SubjectInputs, inputs: dict, stem: Path, config: PreprocessConfig,
+         strict: bool = False) -> dict:
     """All steps for one subject; writes `stem`-*.nii.gz, transforms/ and preprocess.json."""
     steps: list[dict] = []
     clock = _Clock(steps)
@@ -123,14 +135,19 @@ def _run(subject: SubjectInputs, inputs: dict, stem: Path, config: PreprocessCon
                        "give --t1c FILE or a t1c image in the subject folder")
 
     # 2 registration: modality <- t1c (rigid), t1c <- atlas (affine)
-    to_native = {"t1c": sitk.Euler3DTransform()}
-    with clock("coregister", {"type": "rigid", "fixed": "t1c", "metric": "Mattes MI",
-                              **asdict(config.registration)}):
+    to_native, checks = {"t1c": sitk.Euler3DTransform()}, {}
+    with clock("coregister", {"type": "rigid, multi-start", "fixed": "t1c",
+                              "metric": "Mattes MI", **asdict(config.registration),
+                              "search": asdict(config.search)}):
         for modality in native:
             if modality != "t1c":
-                to_native[modality] = spatial.coregister(
-                    native["t1c"], native[modality], settings=config.registration,
+                to_native[modality], checks[modality] = alignment.register_rigid(
+                    native["t1c"], native[modality], config.registration, config.search,
                     seed=config.seed)
+    warnings = [f"{m} may be misaligned to the t1c: {check.summary()}"
+                for m, check in checks.items() if not check.ok]
+    if warnings and strict:
+        raise TumorError(f"{subject.name}: {warnings[0]}", STRICT_HINT)
     use_atlas = config.atlas.lower() != "none"
     atlas = brain.load_atlas("sri24" if not use_atlas else config.atlas) \
         if (use_atlas or config.skull_strip) else None
@@ -260,6 +277,8 @@ def _run(subject: SubjectInputs, inputs: dict, stem: Path, config: PreprocessCon
                        "map in ITK's LPS mm", "output_to_t1c_ras": output_to_t1c.tolist(),
                        **transforms},
         "normalisation": normalisation,
+        "coregistration_check": {m: check.to_dict() for m, check in checks.items()},
+        "warnings": warnings,
         "steps": steps,
         "outputs": {**outputs, "record": RECORD},
         "versions": _versions(),
@@ -352,12 +371,12 @@ def invert(mask_path: Path, record_path: Path, output: Path, onto: str = "t1c") 
 
 
 def guarded(subject: SubjectInputs, out: Path, config: PreprocessConfig,
-            overwrite: bool = False, threads: int = 0) -> dict:
+            overwrite: bool = False, threads: int = 0, strict: bool = False) -> dict:
     """`preprocess_subject` for a batch: any failure becomes a TumorError naming the subject."""
     if threads:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     try:
-        return preprocess_subject(subject, out, config, overwrite)
+        return preprocess_subject(subject, out, config, overwrite, strict)
     except TumorError as error:
         if subject.name not in error.message:
             raise type(error)(f"{subject.name}: {error.message}", error.hint) from None

@@ -109,8 +109,8 @@ def coregister(fixed: sitk.Image, moving: sitk.Image, *, affine: bool = False,
 
     initial: a starting transform (default: the images' intensity centres of mass aligned).
     """
-    fixed_work = _working_copy(fixed, settings.working_mm)
-    moving_work = _working_copy(moving, settings.working_mm)
+    fixed_work = working_copy(fixed, settings.working_mm)
+    moving_work = working_copy(moving, settings.working_mm)
     if initial is None:
         initial = sitk.CenteredTransformInitializer(
             fixed_work, moving_work, sitk.Euler3DTransform(),
@@ -164,8 +164,8 @@ class DeformableSettings:
 def deform(fixed: sitk.Image, moving: sitk.Image,
            settings: DeformableSettings = DeformableSettings(), seed: int = 1) -> sitk.Transform:
     """A smooth B-spline transform fixed mm -> moving mm for images already affinely aligned."""
-    fixed_work = _working_copy(fixed, settings.working_mm)
-    moving_work = _working_copy(moving, settings.working_mm)
+    fixed_work = working_copy(fixed, settings.working_mm)
+    moving_work = working_copy(moving, settings.working_mm)
     transform = sitk.BSplineTransformInitializer(fixed_work, [settings.mesh] * 3)
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.bins)
@@ -194,7 +194,7 @@ def _recentred(transform: sitk.AffineTransform, centre_lps: np.ndarray) -> sitk.
     return recentred
 
 
-def _working_copy(image: sitk.Image, working_mm: float) -> sitk.Image:
+def working_copy(image: sitk.Image, working_mm: float) -> sitk.Image:
     """float32 image resampled (with anti-aliasing) to at least `working_mm` voxels."""
     image = sitk.Cast(image, sitk.sitkFloat32)
     spacing = np.array(image.GetSpacing())

@@ -149,3 +149,60 @@ def write_native_images(config, model, session: int, truth, atlas: Grid, stem: P
                "x_native; voxel maps use the written NIfTI's voxel order", "modalities": transforms}
     with atomic_file(Path(f"{stem}-transforms.json")) as temporary:
         temporary.write_text(json.dumps(content, indent=2) + "\n")
+
+
+def posed_scan(clean: np.ndarray, atlas: Grid, pose_deg_mm: tuple, slice_mm: float,
+               pixel_mm: float, white_matter_signal: float, rng: np.random.Generator,
+               slab_fraction: float = 1.0,
+               slab_centre_mm: float = 0.0) -> tuple[Volume, np.ndarray]:
+    """One axial series of an atlas-grid image in a chosen pose, for registration tests.
+
+    pose_deg_mm: (rx, ry, rz) degrees about the head centre and (tx, ty, tz) mm, atlas mm ->
+    scanner mm; slice_mm: slice thickness (box profile); slab_fraction: the share of the
+    head's 180 mm superior–inferior extent covered, centred `slab_centre_mm` above its centre.
+    Returns the scan and its native_to_atlas_world (4×4 RAS mm).
+    """
+    centre = atlas.world((np.array(atlas.shape) - 1) / 2)
+    pose = np.eye(4)
+    pose[:3, :3] = rotation_matrix(np.radians(pose_deg_mm[:3]))
+    pose[:3, 3] = centre - pose[:3, :3] @ centre + np.asarray(pose_deg_mm[3:], float)
+    slices = max(4, int(round(180.0 * slab_fraction / slice_mm)))
+    matrix = int(round(220.0 / pixel_mm))
+    linear = PLANES["axial"] * np.array([pixel_mm, pixel_mm, slice_mm])
+    shape = np.array([matrix, matrix, slices])
+    affine = np.eye(4)
+    affine[:3, :3] = linear
+    # the scanner centres its field of view on the head as placed (plus the slab offset)
+    affine[:3, 3] = centre + [0.0, 0.0, slab_centre_mm] - linear @ ((shape - 1) / 2)
+    grid = Grid(tuple(int(n) for n in shape), affine)
+    native_to_atlas = np.linalg.inv(pose)
+    native_clean = sample_native(clean, atlas, grid, native_to_atlas, slice_mm)
+    image = contrast.acquire(native_clean, grid, white_matter_signal,
+                             contrast.sample_scanner(rng), rng)
+    return Volume(image, grid.affine), native_to_atlas
+
+
+def random_pose(rng: np.random.Generator, max_rotation_deg: float = 20.0,
+                max_shift_mm: float = 30.0) -> tuple[float, ...]:
+    """(rx, ry, rz) degrees and (tx, ty, tz) mm, each uniform within ± the limits."""
+    return tuple(float(v) for v in np.concatenate([
+        rng.uniform(-max_rotation_deg, max_rotation_deg, 3),
+        rng.uniform(-max_shift_mm, max_shift_mm, 3)]))
+
+
+def pose_cases(count: int, seed: int, slab_centre_mm: float = 30.0,
+               modalities: tuple[str, ...] = ("t2w", "t2f", "t1n")) -> list[dict]:
+    """`count` seeded hard cases for co-registration: modality (in turn), pose (random_pose),
+    slice thickness 1–6 mm and, every 4th case, a slab covering 60 % of the head whose centre
+    is moved by up to ± slab_centre_mm."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for number in range(count):
+        slab = 0.6 if number % 4 == 3 else 1.0
+        cases.append({"modality": modalities[number % len(modalities)],
+                      "pose": random_pose(rng),
+                      "slice_mm": float(rng.choice([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])),
+                      "slab": slab,
+                      "slab_centre_mm": float(rng.uniform(-slab_centre_mm, slab_centre_mm))
+                      * (slab < 1)})
+    return cases
