@@ -17,27 +17,17 @@ import time
 import numpy as np
 
 from tumorcli.preprocess import alignment, quality, spatial
-from tumorcli.synth import contrast
-from tumorcli.synth.cohort import CohortConfig, session_truth, simulate_subject
 from tumorcli.synth.grid import output_grid
+from tumorcli.synth.heads import synthetic_head
 from tumorcli.synth.native import pose_cases, posed_scan
 
 
 
 def head(seed: int = 1, size: str = "small") -> dict:
     """The subject's clean images on the atlas grid, its brain and its scanned T1c."""
-    config = CohortConfig(subjects=1, sessions=1, seed=seed, space="native", size=size,
-                          skull=True)
-    model = simulate_subject(config, 0)
-    grid = output_grid(size)
-    truth = session_truth(model, 0, grid)
-    clean = {m: contrast.clean_image(m, model.contrast, truth.fractions)
-             for m in contrast.MODALITIES}
-    white = {m: contrast.signal(m, model.contrast, "wm") for m in contrast.MODALITIES}
-    rng = np.random.default_rng([seed, 7])
-    t1c = contrast.acquire(clean["t1c"], grid, white["t1c"], contrast.sample_scanner(rng), rng)
-    return {"grid": grid, "clean": clean, "white": white, "t1c": t1c,
-            "brain": quality.points_of(truth.brain_mask, grid.affine, step=2)}
+    head = synthetic_head(seed, output_grid(size), size)
+    return {"grid": head.grid, "clean": head.clean, "white": head.white, "t1c": head.t1c,
+            "brain": quality.points_of(head.brain, head.grid.affine, step=2)}
 
 
 def scan(subject: dict, case: dict, pixel_mm: float, seed: int):

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from tumorcli.cli.app import app
 from tumorcli.io.volume import Volume, save_volume
 from tumorcli.preprocess import alignment, quality, spatial
-from tumorcli.synth import contrast
 from tumorcli.synth.grid import atlas_grid
+from tumorcli.synth.heads import synthetic_head
 from tumorcli.synth.native import pose_cases, posed_scan
 
 VOXEL_MM = 3.0
@@ -35,20 +35,10 @@ def one_itk_thread():
 
 
 def _head(seed: int) -> dict:
-    from tumorcli.synth.cohort import CohortConfig, session_truth, simulate_subject
-
-    config = CohortConfig(subjects=1, sessions=1, seed=seed, space="native", size="small",
-                          skull=True)
-    model = simulate_subject(config, 0)
-    grid = atlas_grid(VOXEL_MM, (64, 75, 54))
-    truth = session_truth(model, 0, grid)
-    clean = {m: contrast.clean_image(m, model.contrast, truth.fractions)
-             for m in contrast.MODALITIES}
-    white = {m: contrast.signal(m, model.contrast, "wm") for m in contrast.MODALITIES}
-    rng = np.random.default_rng([seed, 7])
-    t1c = contrast.acquire(clean["t1c"], grid, white["t1c"], contrast.sample_scanner(rng), rng)
-    return {"grid": grid, "clean": clean, "white": white, "t1c": Volume(t1c, grid.affine),
-            "brain": quality.points_of(truth.brain_mask, grid.affine, step=2)}
+    head = synthetic_head(seed, atlas_grid(VOXEL_MM, (64, 75, 54)))
+    return {"grid": head.grid, "clean": head.clean, "white": head.white,
+            "t1c": Volume(head.t1c, head.grid.affine),
+            "brain": quality.points_of(head.brain, head.grid.affine, step=2)}
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from tumorcli.cli.common import Jobs, Json, Quiet, check_jobs, console, finish, start
-from tumorcli.cli.sharding import (Merge, check_merge, check_shard, merge_shard_tables,
-                                   shard_option, shard_pairs)
+from tumorcli.cli.sharding import (Merge, check_shard, merged_or_checked, shard_option,
+                                   shard_pairs)
 from tumorcli.cli.volumes import Labels, TableOutput
 
 MAX_CASES_SHOWN = 10  # per-case rows on screen up to this many cases; means always
@@ -81,15 +81,9 @@ def evaluate(
     from tumorcli.metrics.tables import check_table_path, write_rows
     from tumorcli.progress import task
 
-    if merge:
-        check_merge(tables, output, pred=pred, ref=ref, shard=shard)
-        return merge_shard_tables(tables, output, TABLES, "evaluate", quiet, as_json)
-    if tables:
-        raise BadInput(f"{tables[0]}: tables are read only with --merge",
-                       "add --merge, or give the masks with --pred and --ref")
-    if pred is None or ref is None:
-        raise BadInput("give --pred and --ref (masks or folders of them)",
-                       "e.g. tumor evaluate --pred preds/ --ref refs/")
+    if merged_or_checked(merge, tables, output, TABLES, "evaluate", quiet, as_json, pred, ref,
+                         "masks", "tumor evaluate --pred preds/ --ref refs/", shard=shard):
+        return
     scheme = parse_labels(labels)
     if output is not None:
         check_table_path(output)

@@ -9,8 +9,7 @@ import typer
 
 from tumorcli.cli.common import Json, Quiet, console, finish, start
 from tumorcli.cli.evaluate import CaseShard, Tables
-from tumorcli.cli.sharding import (Merge, check_merge, check_shard, merge_shard_tables,
-                                   shard_pairs)
+from tumorcli.cli.sharding import Merge, check_shard, merged_or_checked, shard_pairs
 from tumorcli.cli.volumes import TableOutput
 
 MAX_CASES_SHOWN = 10  # per-case rows on screen up to this many cases; mean and SD always
@@ -97,15 +96,10 @@ def evaluate_image(
     from tumorcli.metrics.tables import check_table_path, json_safe, write_rows
     from tumorcli.progress import task
 
-    if merge:
-        check_merge(tables, output, pred=pred, ref=ref, mask=mask, labels=labels, shard=shard)
-        return merge_shard_tables(tables, output, TABLES, "evaluate-image", quiet, as_json)
-    if tables:
-        raise BadInput(f"{tables[0]}: tables are read only with --merge",
-                       "add --merge, or give the images with --pred and --ref")
-    if pred is None or ref is None:
-        raise BadInput("give --pred and --ref (images or folders of them)",
-                       "e.g. tumor evaluate-image --pred preds/ --ref followups/")
+    if merged_or_checked(merge, tables, output, TABLES, "evaluate-image", quiet, as_json, pred,
+                         ref, "images", "tumor evaluate-image --pred preds/ --ref followups/",
+                         mask=mask, labels=labels, shard=shard):
+        return
     check_shard(shard)
     if output is not None:
         check_table_path(output)

@@ -136,3 +136,22 @@ def merge_shard_tables(tables: list[Path], output: Path, layouts: Sequence, verb
                         + f") into {result['output']}")
 
     finish(result, as_json=as_json, quiet=quiet, human=show)
+
+
+def merged_or_checked(merge: bool, tables: list[Path] | None, output: Path | None,
+                      layouts: Sequence, verb: str, quiet: bool, as_json: bool,
+                      pred: Path | None, ref: Path | None, what: str, example: str,
+                      **not_with_merge: Any) -> bool:
+    """The start of a verb that scores --pred against --ref or, with --merge, joins its shards'
+    tables: True when it merged (the verb is done); otherwise BadInput unless both --pred and
+    --ref are given (and no table arguments). what: "masks"/"images"; example: a usage."""
+    if merge:
+        check_merge(tables, output, pred=pred, ref=ref, **not_with_merge)
+        merge_shard_tables(tables, output, layouts, verb, quiet, as_json)
+        return True
+    if tables:
+        raise BadInput(f"{tables[0]}: tables are read only with --merge",
+                       f"add --merge, or give the {what} with --pred and --ref")
+    if pred is None or ref is None:
+        raise BadInput(f"give --pred and --ref ({what} or folders of them)", f"e.g. {example}")
+    return False
