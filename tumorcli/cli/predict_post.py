@@ -98,18 +98,17 @@ def predict_post(
         if given:
             raise BadInput(f"{given[0]} applies to --method samples, not to the conditional "
                            "mean", f"add --method samples to use {given[0]}")
-    steps = 20 if steps is None else steps
-    samples = 4 if samples is None else samples
-    sampler = SamplerName.dpmpp if sampler is None else sampler
-    if not 1 <= steps <= 1000:
+    # None: the predictor's default (DEFAULT_STEPS, DEFAULT_SAMPLES ≥ 2, dpmpp)
+    if steps is not None and not 1 <= steps <= 1000:
         raise BadInput(f"--steps {steps}: outside 1–1000", "e.g. --steps 20")
-    if samples < 1 or (uncertainty is not None and samples < 2):
+    if samples is not None and (samples < 1 or (uncertainty is not None and samples < 2)):
         raise BadInput(f"--samples {samples}: needs ≥ 1, and ≥ 2 with --uncertainty",
                        "e.g. --samples 4 --uncertainty sd.nii.gz")
     if guidance < 0:
         raise BadInput(f"--guidance {guidance}: must be ≥ 0", "e.g. --guidance 2")
 
-    from tumorcli.infer.predict_post import POSTERIOR_MEAN, PostPredictor
+    from tumorcli.infer.predict_post import (DEFAULT_SAMPLES, DEFAULT_STEPS, POSTERIOR_MEAN,
+                                             PostPredictor)
     from tumorcli.infer.segment import find_model_folder
     from tumorcli.io.volume import save_volume
     from tumorcli.preprocess.inputs import read_scan
@@ -121,7 +120,8 @@ def predict_post(
     pre_volume = read_scan(pre, "t1c")
     mask_volume = _read_mask(mask, pre)
     how = (POSTERIOR_MEAN if method is Method.mean else
-           {"steps": steps, "sampler": sampler.value, "samples": samples})
+           {"steps": steps or DEFAULT_STEPS, "sampler": (sampler or SamplerName.dpmpp).value,
+            "samples": samples or DEFAULT_SAMPLES})
     began = time.perf_counter()
     with task("Predicting", total=how["steps"]) as advance:
         result = predictor.predict(pre_volume, mask_volume, survival.value, guidance=guidance,
