@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
-    from tumorcli.infer.postprocess import SmallRegionRule
+    from tumorcli.infer.postprocess import LabelRule
     from tumorcli.infer.refine import RefineOptions, Refiner
     from tumorcli.infer.segment import Segmenter, find_model_folder, segment_volumes
     from tumorcli.io.volume import load_volume
@@ -53,7 +53,7 @@ def main() -> None:
     device = resolve_device(args.device)
     prior_folder = find_model_folder(args.prior)
     segmenter = Segmenter.load(prior_folder, device, postprocess=False)
-    prior_rule = SmallRegionRule.of_model(read_config(prior_folder))
+    prior_rule = LabelRule.of_model(read_config(prior_folder))
     test = read_split(prior_folder)["test"]
     cases = [c for c in find_cases(args.data) if c.name in set(test)][:args.cases or None]
     runs = {"prior alone": (None, prior_rule)}   # name -> (refine options, its rule)
@@ -62,7 +62,7 @@ def main() -> None:
         folder = find_model_folder(name)
         refiner = Refiner.load(folder, device, postprocess=False)
         refiner.check_prior(segmenter.config, prior_folder)
-        kind, rule = refiner.spec.refiner, SmallRegionRule.of_model(read_config(folder))
+        kind, rule = refiner.spec.refiner, LabelRule.of_model(read_config(folder))
         rules.append(f"{kind} {rule.describe()}")
         runs[f"prior + {kind}"] = (RefineOptions(refiner, args.steps, args.start, args.samples),
                                    rule)

@@ -14,7 +14,7 @@ from seg_factory import write_cohort  # noqa: E402
 
 TINY_SEGMENTER = ["--channels", "8,16,32", "--patch", "32,32,32", "--lr", "1e-2", "--warmup",
                   "5", "--val-cases", "1", "--batch-size", "2", "--epochs", "2",
-                  "--steps-per-epoch", "40"]
+                  "--steps-per-epoch", "40", "--augment", "basic"]
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tumorcli.cli.app import app
-from tumorcli.infer.postprocess import SmallRegionRule
+from tumorcli.infer.postprocess import LabelRule
 from tumorcli.io.volume import Volume, load_volume
 from tumorcli.metrics.evaluation import evaluate_case
 from tumorcli.metrics.regions import parse_labels
@@ -32,11 +32,11 @@ def test_an_et_of_0_4_cm3_becomes_netc_under_a_0_5_cm3_rule_on_a_2mm_grid():
     box(labels, 3, (5, 5, 5), 4)            # 64 voxels × 8 mm³ = 0.512 cm³ of ET
     box(labels, 1, (12, 12, 12), 2)         # 8 voxels of NETC = 0.064 cm³
     voxel_cm3 = 8 / 1000
-    kept = SmallRegionRule(min_et_cm3=0.5).apply(labels, voxel_cm3)
+    kept = LabelRule(min_et_cm3=0.5).apply(labels, voxel_cm3)
     assert (kept == 3).sum() == 64          # 0.512 cm³ is not under 0.5
-    relabelled = SmallRegionRule(min_et_cm3=0.6).apply(labels, voxel_cm3)
+    relabelled = LabelRule(min_et_cm3=0.6).apply(labels, voxel_cm3)
     assert (relabelled == 3).sum() == 0 and (relabelled == 1).sum() == 72
-    no_core = SmallRegionRule(min_et_cm3=0.6, min_tc_cm3=0.6).apply(labels, voxel_cm3)
+    no_core = LabelRule(min_et_cm3=0.6, min_tc_cm3=0.6).apply(labels, voxel_cm3)
     assert set(np.unique(no_core)) == {0, 2} and (no_core == 2).sum() == (labels > 0).sum()
     assert (labels == 3).sum() == 64        # the input is left alone
 
@@ -44,10 +44,10 @@ def test_an_et_of_0_4_cm3_becomes_netc_under_a_0_5_cm3_rule_on_a_2mm_grid():
 def test_a_rule_that_is_off_returns_the_labels_unchanged():
     labels = np.zeros((8, 8, 8), np.uint8)
     labels[2:4, 2:4, 2:4] = 3
-    assert SmallRegionRule().apply(labels, 1e-3) is labels
-    assert not SmallRegionRule().active and SmallRegionRule().describe() == "none"
-    assert SmallRegionRule.from_dict(SmallRegionRule(1, 2).to_dict()) == SmallRegionRule(1, 2)
-    assert SmallRegionRule(1, 0).describe() == "ET < 1 cm³ → NETC"
+    assert LabelRule().apply(labels, 1e-3) is labels
+    assert not LabelRule().active and LabelRule().describe() == "none"
+    assert LabelRule.from_dict(LabelRule(1, 2).to_dict()) == LabelRule(1, 2)
+    assert LabelRule(1, 0).describe() == "ET < 1 cm³ → NETC"
 
 
 @pytest.mark.parametrize("truth_et", [True, False])
@@ -64,8 +64,8 @@ def test_tuning_scores_a_rule_exactly_as_evaluating_the_relabelled_labels(truth_
     box(predicted, 3, (20, 20, 14), 2)                # a small false ET: 8 × 3 mm³ = 0.024 cm³
     as_volume = lambda a: Volume(a, affine)
     session = SessionScores.of(as_volume(predicted), as_volume(truth))
-    for rule in (SmallRegionRule(), SmallRegionRule(0.05), SmallRegionRule(0.2),
-                 SmallRegionRule(0.05, 2.0), SmallRegionRule(0, 4.0)):
+    for rule in (LabelRule(), LabelRule(0.05), LabelRule(0.2),
+                 LabelRule(0.05, 2.0), LabelRule(0, 4.0)):
         dice, hd95 = session.scores(rule)
         relabelled = rule.apply(predicted, 3 / 1000)
         expected = evaluate_case("c", as_volume(relabelled), as_volume(truth), parse_labels())
@@ -76,7 +76,7 @@ def test_tuning_scores_a_rule_exactly_as_evaluating_the_relabelled_labels(truth_
 def test_train_segment_chooses_the_rule_on_val_sessions_and_records_it(tiny_segmenter):
     out, summary = tiny_segmenter
     tuned = json.loads((out / "config.json").read_text())["postprocess"]
-    assert tuned["rule"] == "small-regions" and tuned["sessions"] >= 1
+    assert tuned["rule"] == "strays+small-regions" and tuned["sessions"] >= 1
     assert summary["postprocess"] == tuned and "val session" in tuned["tuned_on"]
     assert len(tuned["dice_before"]) == 3 and len(tuned["hd95_mm_after"]) == 3
     assert "Post-processing (chosen on the 1 val session)" in (out / "card.md").read_text()
@@ -102,7 +102,7 @@ def test_train_postprocess_rewrites_the_rule_and_segment_can_skip_it(tiny_segmen
 
     # a rule no tumour core passes: every tumour voxel becomes oedema, unless skipped
     config = json.loads((model / "config.json").read_text())
-    config["postprocess"] = SmallRegionRule(1e6, 1e6).to_dict()
+    config["postprocess"] = LabelRule(1e6, 1e6).to_dict()
     (model / "config.json").write_text(json.dumps(config))
     case = sorted(p for p in seg_cohort.iterdir() if p.is_dir())[0]
     for flag, out in (("--postprocess", "with.nii.gz"), ("--no-postprocess", "without.nii.gz")):
@@ -126,3 +126,25 @@ def test_train_postprocess_without_a_split_is_one_line_and_exit_2(tiny_segmenter
     result = runner.invoke(app, ["train", "postprocess", "--model", str(tiny_segmenter[0]),
                                  "--data", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "not a folder" in result.output
+
+
+def test_a_small_far_component_is_dropped_and_a_near_or_large_one_kept():
+    labels = np.zeros((60, 60, 60), np.uint8)
+    box(labels, 2, (10, 10, 10), 20)        # the tumour: 8 cm³ at 1 mm
+    box(labels, 3, (15, 15, 15), 5)
+    box(labels, 2, (50, 50, 50), 4)         # 64 mm³, > 25 mm away: a stray
+    box(labels, 2, (32, 10, 10), 3)         # 27 mm³, 2 mm from the tumour: kept (near)
+    box(labels, 2, (10, 45, 10), 12)        # 1.7 cm³ > 0.1 × 8 cm³, far: kept (large)
+    rule = LabelRule(max_stray_fraction=0.1, min_stray_distance_mm=10)
+    cleaned = rule.apply(labels, 1e-3, (1.0, 1.0, 1.0))
+    assert cleaned[51, 51, 51] == 0 and (labels > 0).sum() - (cleaned > 0).sum() == 64
+    assert cleaned[33, 11, 11] == 2 and cleaned[15, 50, 15] == 2 and (cleaned == 3).sum() == 125
+    assert labels[51, 51, 51] == 2          # the input is left alone
+    # anisotropic voxels: the gap is measured in mm (2 voxels × 6 mm = 12 mm > 10 mm)
+    thick = np.zeros((40, 40, 12), np.uint8)
+    box(thick, 2, (5, 5, 2), 6)
+    thick[8, 8, 10] = 2
+    gone = rule.apply(thick, 6e-3, (1.0, 1.0, 6.0))
+    assert gone[8, 8, 10] == 0 and (gone > 0).sum() == 6 ** 3
+    assert LabelRule.from_dict(rule.to_dict()) == rule and rule.active
+    assert "0.1 × the largest" in rule.describe()

@@ -158,18 +158,18 @@ def test_refined_islands_without_the_prior_class_go_back_to_the_prior():
 def test_training_chooses_the_refined_labels_own_rule_on_val_sessions(tiny_refiner):
     kind, out, summary = tiny_refiner
     tuned = json.loads((out / "config.json").read_text())["postprocess"]
-    assert tuned["rule"] == "small-regions" and "val session" in tuned["tuned_on"]
+    assert tuned["rule"] == "strays+small-regions" and "val session" in tuned["tuned_on"]
     assert summary["postprocess"] == tuned and len(tuned["dice_after"]) == 3
 
 
 def _with_rule(source, folder, rule):
     import shutil
 
-    from tumorcli.infer.postprocess import SmallRegionRule
+    from tumorcli.infer.postprocess import LabelRule
 
     shutil.copytree(source, folder, ignore=shutil.ignore_patterns("priors"))
     config = json.loads((folder / "config.json").read_text())
-    config["postprocess"] = SmallRegionRule(*rule).to_dict()
+    config["postprocess"] = LabelRule(*rule).to_dict()
     (folder / "config.json").write_text(json.dumps(config))
     return folder
 

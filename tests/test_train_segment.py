@@ -189,3 +189,47 @@ def test_torchrun_with_two_ranks_trains_data_parallel(cohort, tmp_path):
     summary = json.loads(done.stdout)
     assert summary["step"] == 3 and (out / "model.safetensors").is_file()
     assert len(list(csv.DictReader(open(out / "train_log.csv")))) == 1
+
+
+def test_scanner_augmentation_is_seeded_per_channel_and_keeps_the_background():
+    from tumorcli.train.augment import ScannerAugment, augment_channels
+
+    image = np.zeros((2, 24, 24, 24), np.float32)
+    image[:, 4:20, 4:20, 4:20] = 0.5               # brain, z-scored; outside is 0
+    offsets = np.array([4.0, 4.0], np.float32)
+    bias_only = ScannerAugment(bias_p=1.0, bias_coeff=(0.05, 0.1), gamma_p=0, noise_p=0,
+                               scale_p=0, shift_p=0)
+    out = augment_channels(image, offsets, np.random.default_rng(1), bias_only)
+    assert np.array_equal(out, augment_channels(image, offsets, np.random.default_rng(1),
+                                                bias_only))
+    assert (out[:, :4] == 0).all() and (out[:, 20:] == 0).all()
+    inside = out[:, 4:20, 4:20, 4:20]
+    # the field multiplies the scanner's signal (z + mean/sd), so a flat 0.5 becomes
+    # 4.5 × field − 4: smooth, positive field in (0.5, 3), a different one per modality
+    field = (inside + 4.0) / 4.5
+    assert field.min() > 0.5 and field.max() < 3 and field.std() > 0.02
+    assert not np.allclose(field[0], field[1])
+    assert np.abs(np.diff(field, axis=1)).max() < 0.2
+
+
+def test_fine_tuning_starts_from_the_init_models_network_and_weights(tiny_segmenter, tmp_path,
+                                                                     seg_cohort):
+    from tumorcli.nets.weights import WEIGHTS, read_config
+    from safetensors.torch import load_file
+
+    init, _ = tiny_segmenter
+    out = tmp_path / "tuned"
+    result = runner.invoke(app, ["train", "segment", "--data", str(seg_cohort), "-o", str(out),
+                                 "--init", str(init), "--epochs", "1", "--steps-per-epoch", "1",
+                                 "--lr", "1e-12", "--warmup", "0", "--val-cases", "1",
+                                 "--test-cases", "-1", "--json"])
+    assert result.exit_code == 0, result.output
+    config = read_config(out)
+    assert config["channels"] == read_config(init)["channels"] == [8, 16, 32]
+    assert config["training"]["init"] == str(init) and "--init" in config["training"]["command"]
+    assert config["training"]["augment"] == "scanner"
+    before, after = load_file(str(init / WEIGHTS)), load_file(str(out / WEIGHTS))
+    assert all(torch.allclose(before[k].float(), after[k].float(), atol=1e-3) for k in before)
+    missing = runner.invoke(app, ["train", "segment", "--data", str(seg_cohort), "-o",
+                                  str(tmp_path / "x"), "--init", str(tmp_path)])
+    assert missing.exit_code == 2 and "not a model folder" in missing.output

@@ -21,7 +21,8 @@ from tumorcli import __version__
 from tumorcli.cli import (convert, evaluate, evaluate_image, info, predict_post, preprocess,
                           segment, synth_cohort, train, volumes)
 
-EXIT_CODES = "Exit codes: 0 ok, 1 failure, 2 bad input, 3 partial batch (some subjects failed)."
+EXIT_CODES = ("Exit codes: 0 ok (also a training stopped by SIGTERM/SIGUSR1 after its "
+              "checkpoint), 1 failure, 2 bad input, 3 partial batch (some subjects failed).")
 
 
 def _debug() -> bool:

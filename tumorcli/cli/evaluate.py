@@ -72,8 +72,8 @@ def evaluate(
     start(quiet, as_json)
     from functools import partial
 
-    from tumorcli.errors import BadInput, PartialBatch, TumorError
-    from tumorcli.metrics.batch import run_each
+    from tumorcli.cli.batch import Batch
+    from tumorcli.errors import BadInput
     from tumorcli.metrics.cases import case_id, match_cases
     from tumorcli.metrics.evaluation import (COLUMNS, LESIONWISE_COLUMNS, TABLES, evaluate_files,
                                              mean_rows)
@@ -90,20 +90,22 @@ def evaluate(
     check_jobs(jobs)
     check_shard(shard)
     matched = shard_pairs(match_cases(pred, ref), shard, case_id)
-    failures: list[TumorError] = [
-        BadInput(f"{path}: case has no reference in {ref}", "check the case ids")
-        for path in matched.prediction_only] + [
-        BadInput(f"{path}: case has no prediction in {pred}", "check the case ids")
-        for path in matched.reference_only]
+    batch = Batch("evaluate", what="cases")
+    for path in matched.prediction_only:
+        batch.fail(case_id(path), BadInput(f"{path}: case has no reference in {ref}",
+                                           "check the case ids"))
+    for path in matched.reference_only:
+        batch.fail(case_id(path), BadInput(f"{path}: case has no prediction in {pred}",
+                                           "check the case ids"))
     scores, scored_cases = [], 0
     with task("Evaluating", total=len(matched.pairs)) as advance:
         scoring = partial(evaluate_files, scheme=scheme, lesionwise=lesionwise)
-        for case_scores, error in run_each(scoring, matched.pairs, jobs, advance):
-            if error is not None:
-                failures.append(error)
-            else:
+        for _, case_scores, error in batch.each(matched.pairs, scoring, name=lambda p: p[0],
+                                                jobs=jobs, advance=advance):
+            if error is None:
                 scores += case_scores
                 scored_cases += 1
+    failures = batch.errors
     if not scores and failures:
         raise failures[0]  # an empty --shard has neither: it writes the header only
     rows = [s.row() for s in scores]
@@ -113,13 +115,12 @@ def evaluate(
         write_rows(output, columns, rows + means)
     result = {"cases": scored_cases, "lesionwise": lesionwise,
               "labels": scheme.describe(), "output": str(output) if output else None,
-              "mean": means, "rows": rows, "failed": [str(f) for f in failures]}
-    finish(result, as_json=as_json, quiet=quiet, human=_show)
-    if failures:
-        total = scored_cases + len(failures)
-        written = f"; the scores of the other cases are in {output}" if output else ""
-        raise PartialBatch(f"{len(failures)} of {total} cases not scored, first: "
-                           f"{failures[0].message}{written}", failures[0].hint)
+              "mean": means, "rows": rows, "failed": [str(f) for f in failures],
+              "summary": batch.summary()}
+    finish(result, as_json=as_json, quiet=quiet, human=lambda result: (_show(result),
+                                                                       batch.show()))
+    batch.raise_if_failed("not scored", f"; the scores of the other cases are in {output}"
+                          if output else "")
 
 
 def _show(result: dict) -> None:

@@ -86,8 +86,8 @@ def evaluate_image(
       tumor evaluate-image --merge shard-*.csv -o image_scores.csv
     """
     start(quiet, as_json)
-    from tumorcli.errors import BadInput, PartialBatch, TumorError
-    from tumorcli.metrics.batch import run_each
+    from tumorcli.cli.batch import Batch
+    from tumorcli.errors import BadInput, TumorError
     from tumorcli.metrics.image_evaluation import (COLUMNS, TABLES, brain_mask_for,
                                                    brain_masks_by_case, image_case_id,
                                                    labels_for, match_images, score_image_files,
@@ -118,27 +118,30 @@ def evaluate_image(
     matched = shard_pairs(match_images(pred, ref, modality), shard,
                           lambda path: image_case_id(path)[0])
     masks = brain_masks_by_case(mask) if mask is not None else None
-    failures: list[TumorError] = [
-        BadInput(f"{path}: case has no reference in {ref}", "check the case ids")
-        for path in matched.prediction_only] + [
-        BadInput(f"{path}: case has no prediction in {pred}", "check the case ids")
-        for path in matched.reference_only]
+    batch = Batch("evaluate-image", what="cases")
+    case_of = lambda path: image_case_id(path)[0]
+    for path in matched.prediction_only:
+        batch.fail(case_of(path), BadInput(f"{path}: case has no reference in {ref}",
+                                           "check the case ids"))
+    for path in matched.reference_only:
+        batch.fail(case_of(path), BadInput(f"{path}: case has no prediction in {pred}",
+                                           "check the case ids"))
     items = []
     for case, prediction, reference in matched.pairs:
         try:
             items.append((case, prediction, reference, brain_mask_for(masks, case),
                           labels_for(labels, case) if labels else None))
         except TumorError as error:
-            failures.append(error)
+            batch.fail(case, error)
     rows = []
     with task("Scoring images", total=len(items)) as advance:
         scoring = lambda item: score_image_files(item[:4], data_range=data_range,
                                                  normalize=normalize, labels=item[4])
-        for row, error in run_each(scoring, items, 1, advance):
-            if error is not None:
-                failures.append(error)
-            else:
+        for _, row, error in batch.each(items, scoring, name=lambda item: item[0],
+                                        advance=advance):
+            if error is None:
                 rows.append(row)
+    failures = batch.errors
     if not rows and failures:
         raise failures[0]  # an empty --shard has neither: it writes the header only
     summary = summary_rows(rows, columns) if rows else []
@@ -149,13 +152,12 @@ def evaluate_image(
     result = {"cases": len(rows), "output": str(output) if output else None,
               "mean": (json_safe(summary[:1]) or [None])[0],
               "sd": (json_safe(summary[1:]) or [None])[0],
-              "rows": json_safe(rows), "failed": [str(f) for f in failures]}
-    finish(result, as_json=as_json, quiet=quiet, human=_show)
-    if failures:
-        total = len(rows) + len(failures)
-        written = f"; the scores of the other cases are in {output}" if output else ""
-        raise PartialBatch(f"{len(failures)} of {total} cases not scored, first: "
-                           f"{failures[0].message}{written}", failures[0].hint)
+              "rows": json_safe(rows), "failed": [str(f) for f in failures],
+              "summary": batch.summary()}
+    finish(result, as_json=as_json, quiet=quiet, human=lambda result: (_show(result),
+                                                                       batch.show()))
+    batch.raise_if_failed("not scored", f"; the scores of the other cases are in {output}"
+                          if output else "")
 
 
 def _show(result: dict) -> None:

@@ -92,9 +92,10 @@ def preprocess(
     (output mm -> native mm) and preprocess.json (inputs with sha256, every step with its
     parameters and seconds, transforms, crop box, versions). A subject whose folder already
     matches its inputs and options is skipped; one that fails does not stop the others
-    (exit code 3). Each co-registration is checked (head overlap and edge agreement, no ground
-    truth needed): a modality that fails is written with a warning (yellow row, "warnings" in
-    preprocess.json, exit code 3), or is an error with --strict.
+    (exit code 3); OUT/logs/<subject>.log gets a line per outcome. Each co-registration is
+    checked (head overlap and edge agreement, no ground truth needed): a modality that fails is
+    written with a warning (yellow row, "warnings" in preprocess.json, exit code 3), or is an
+    error with --strict.
 
     Examples:
       tumor preprocess -i BraTS-GLI-00001-000 -o prep
@@ -146,8 +147,8 @@ def _batch(subjects: list, output: Path, jobs: int, overwrite: bool, strict: boo
     import os
     from functools import partial
 
+    from tumorcli.cli.batch import LOGS, Batch
     from tumorcli.errors import BadInput, PartialBatch
-    from tumorcli.metrics.batch import run_each
     from tumorcli.preprocess.pipeline import PreprocessConfig, guarded
     from tumorcli.progress import task
 
@@ -156,27 +157,26 @@ def _batch(subjects: list, output: Path, jobs: int, overwrite: bool, strict: boo
     output.mkdir(parents=True, exist_ok=True)
     config = PreprocessConfig(**options)
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
-    rows, failures = [], []
+    batch = Batch("preprocess", output / LOGS)
+    rows = []
     with task("Preprocessing", total=len(subjects)) as advance:
         work = partial(guarded, out=output, config=config, overwrite=overwrite, threads=threads,
                        strict=strict)
-        for item, (summary, error) in zip(subjects, run_each(work, subjects, jobs, advance)):
-            if error is not None:
-                failures.append(error)
-                rows.append({"subject": item.name, "status": "failed", "seconds": None,
-                             "error": error.message})
-            else:
-                rows.append(summary)
+        for item, summary, error in batch.each(subjects, work, jobs=jobs, advance=advance,
+                                               outputs=lambda s: [output / s.name]):
+            rows.append(summary if error is None else {
+                "subject": item.name, "status": "failed", "seconds": None,
+                "error": error.message})
+    failures = batch.errors
     if failures and len(failures) == len(subjects) == 1:
         raise failures[0]
-    result = {"output": str(output), "subjects": rows,
-              "done": sum(r["status"] == "done" for r in rows),
-              "skipped": sum(r["status"] == "skipped" for r in rows), "failed": len(failures),
-              "warned": sum(bool(r.get("warnings")) for r in rows)}
-    finish(result, as_json=as_json, quiet=quiet, human=_show)
-    if failures:
-        raise PartialBatch(f"{len(failures)} of {len(subjects)} subjects failed, first: "
-                           f"{failures[0].message}", failures[0].hint)
+    counts = batch.summary()
+    result = {"output": str(output), "subjects": rows, "done": counts["done"],
+              "skipped": counts["skipped"], "failed": counts["failed"],
+              "warned": sum(bool(r.get("warnings")) for r in rows), "summary": counts}
+    finish(result, as_json=as_json, quiet=quiet, human=lambda result: (_show(result),
+                                                                       batch.show()))
+    batch.raise_if_failed()
     warned = [r for r in rows if r.get("warnings")]
     if warned:
         raise PartialBatch(f"{len(warned)} of {len(subjects)} subjects finished with warnings, "

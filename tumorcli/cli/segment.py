@@ -37,7 +37,9 @@ def segment(
         "series folders) or a cohort folder of them.", show_default=False)] = None,
     output: Annotated[Optional[Path], typer.Option(
         "-o", "--output", help="seg.nii.gz (or seg.dcm with --to seg) for one subject; a "
-        "folder for a cohort (<case>-seg.nii.gz each).", show_default=False)] = None,
+        "folder for a cohort (<case>-seg.nii.gz each, inside <case>/ when -o holds that "
+        "subject's folder, e.g. -o the preprocessed cohort itself).", show_default=False)
+        ] = None,
     t1n: Annotated[Optional[Path], typer.Option("--t1n", help="Native T1 (NIfTI or DICOM "
                                                 "folder).", show_default=False)] = None,
     t1c: Annotated[Optional[Path], typer.Option("--t1c", help="Contrast T1: the output grid.",
@@ -52,9 +54,10 @@ def segment(
     tta: Annotated[bool, typer.Option("--tta", help="Average over the 8 axis flips (8× time).")
                    ] = False,
     postprocess: Annotated[bool, typer.Option(
-        "--postprocess/--no-postprocess", help="The small-region rule of the model that made "
-        "the labels, the segmenter's or with --refine the refiner's (its card: small predicted "
-        "ET → NETC, small tumour core → SNFH; chosen on sessions it did not train on).")
+        "--postprocess/--no-postprocess", help="The label rule of the model that made "
+        "the labels, the segmenter's or with --refine the refiner's (its card: small far "
+        "tumour components dropped, small predicted ET → NETC, small tumour core → SNFH; "
+        "chosen on sessions it did not train on).")
         ] = True,
     overlap: Annotated[float, typer.Option("--overlap", help="Sliding-window overlap (0–0.9).")
                        ] = 0.5,
@@ -85,8 +88,10 @@ def segment(
         "--unconditional", help="Refine from pure noise without the prior (for comparison "
         "only).")] = False,
     shard: SubjectShard = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo subjects whose output "
-                                            "exists (otherwise skipped: resumable).")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Redo subjects whose labels exist (without it, labels made from the "
+        "same inputs, model and options are skipped, others are that subject's error).")
+        ] = False,
     device: Device = "auto",
     seed: Seed = 0,
     quiet: Quiet = False,
@@ -96,8 +101,10 @@ def segment(
 
     Inputs must be co-registered and skull-stripped (BraTS data, or `tumor preprocess`
     output). The net runs at its own spacing as a sliding window with Gaussian blending; labels
-    land on the T1c's grid with its affine. In a cohort, existing outputs are skipped and a
-    failing subject does not stop the others (exit code 3).
+    land on the T1c's grid with its affine. In a cohort (-o a folder), a subject whose labels
+    were made from the same inputs, model and options (their record: <case>-seg.json beside
+    them) is skipped, so a rerun resumes; a failing subject does not stop the others (exit code
+    3); OUT/logs/<subject>.log gets a line per outcome.
 
     Examples:
       tumor segment -i BraTS-GLI-00001-000 -o seg.nii.gz
@@ -144,8 +151,8 @@ def segment(
     from tumorcli.runtime import resolve_device, seed_everything
 
     seed_everything(seed)
-    segmenter = Segmenter.load(find_model_folder(model), resolve_device(device), overlap,
-                               postprocess)
+    segmenter_folder = find_model_folder(model)
+    segmenter = Segmenter.load(segmenter_folder, resolve_device(device), overlap, postprocess)
     options = None
     if refine is not None:
         from tumorcli.infer.refine import RefineOptions, Refiner
@@ -158,21 +165,92 @@ def segment(
         loaded.check_prior(segmenter.config, folder)
         options = RefineOptions(loaded, steps, start_step, samples, seed, not unconditional,
                                 refine_sampler.value)
-    jobs = [(s, output if single else output / f"{s.name}-seg{'.dcm' if to is Target.seg else '.nii.gz'}")
-            for s in subjects]
+    if not single:
+        made_with = {"model": _model_digest(segmenter_folder), "tta": tta, "overlap": overlap,
+                     "postprocess": postprocess, "to": to.value, "seed": seed,
+                     "refine": None if options is None else {
+                         "refiner": _model_digest(folder), "steps": steps, "start": start_step,
+                         "samples": samples, "sampler": refine_sampler.value,
+                         "conditional": not unconditional}}
+        return _cohort(segmenter, subjects, output, to, tta, options, overwrite, made_with,
+                       quiet, as_json)
     from tumorcli.infer.segment_files import segment_subjects
 
-    result, errors = segment_subjects(segmenter, jobs, tta=tta, probabilities=probabilities,
-                                      overwrite=overwrite or single, refine=options,
-                                      uncertainty=uncertainty)
-    if errors and len(subjects) == 1:
+    result, errors = segment_subjects(segmenter, [(s, output) for s in subjects], tta=tta,
+                                      probabilities=probabilities, overwrite=True,
+                                      refine=options, uncertainty=uncertainty)
+    if errors:
         raise errors[0]
     finish(result, as_json=as_json, quiet=quiet, human=_show)
-    if errors:
-        from tumorcli.errors import PartialBatch
 
-        raise PartialBatch(f"{len(errors)} of {len(subjects)} subjects failed, first: "
-                           f"{errors[0].message}", errors[0].hint or "rerun to retry them")
+
+def _cohort(segmenter, subjects: list, output: Path, to: Target, tta: bool, refine,
+            overwrite: bool, made_with: dict, quiet: bool, as_json: bool) -> None:
+    """Each subject into its own file (see _labels_path), resumable: cli/batch.py."""
+    from tumorcli.cli.batch import LOGS, Batch, finished, publish, record_path, staged_name
+    from tumorcli.errors import BadInput
+    from tumorcli.infer.segment_files import segment_one
+    from tumorcli.preprocess.inputs import sha256_of
+    from tumorcli.progress import task
+
+    output.mkdir(parents=True, exist_ok=True)
+    modalities = segmenter.config.modalities
+
+    def labels_of(subject) -> dict:
+        final = _labels_path(subject, output, to)
+        record = record_path(final)
+        made_from = {"inputs": {m: sha256_of(subject.images[m]) for m in modalities
+                                if m in subject.images}, **made_with}
+        if not overwrite and finished(record, made_from):
+            return {"subject": subject.name, "status": "skipped", "output": str(final)}
+        if final.exists() and not overwrite:
+            raise BadInput(f"{final}: exists and was made from other inputs or options",
+                           "remove it, or pass --overwrite to replace it")
+        staged = staged_name(final)
+        try:
+            row = segment_one(segmenter, subject, staged, tta, None, refine)
+            publish({final: staged}, record, made_from, "segment", seconds=row["seconds"],
+                    volumes_cm3=row["volumes_cm3"])
+        finally:
+            staged.unlink(missing_ok=True)
+        return {**row, "output": str(final)}
+
+    batch = Batch("segment", output / LOGS)
+    rows = []
+    with task("Segmenting", total=len(subjects)) as advance:
+        for subject, row, error in batch.each(subjects, labels_of, advance=advance,
+                                              outputs=lambda s: [_labels_path(s, output, to)]):
+            rows.append(row if error is None else {"subject": subject.name, "status": "failed",
+                                                   "error": error.message})
+    if batch.errors and len(subjects) == 1:
+        raise batch.errors[0]
+    result = {"model": segmenter.config.architecture, "tta": tta,
+              "refine": refine.refiner.spec.refiner if refine else None, "subjects": rows,
+              "summary": batch.summary()}
+    finish(result, as_json=as_json, quiet=quiet, human=lambda result: (_show(result),
+                                                                       batch.show()))
+    batch.raise_if_failed()
+
+
+def _labels_path(subject, output: Path, to: Target) -> Path:
+    """output/<case>-seg.nii.gz (.dcm with --to seg); inside output/<case>/ when that is the
+    subject's own folder (segmenting a preprocessed cohort in place)."""
+    name = f"{subject.name}-seg{'.dcm' if to is Target.seg else '.nii.gz'}"
+    folder = subject.folder
+    if folder is not None and folder.parent.resolve() == output.resolve():
+        return folder / name
+    return output / name
+
+
+def _model_digest(folder: Path) -> dict:
+    """A model's name and the sha256 of its config.json and weights (what makes its labels)."""
+    import hashlib
+
+    from tumorcli.preprocess.inputs import sha256_of
+
+    files = [folder / "config.json", *sorted(folder.glob("*.safetensors"))]
+    digest = hashlib.sha256("".join(sha256_of(f) for f in files if f.is_file()).encode())
+    return {"name": folder.name, "sha256": digest.hexdigest()}
 
 
 def _show(result: dict) -> None:

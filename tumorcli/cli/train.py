@@ -64,6 +64,11 @@ def segment(
                    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in -o from its "
                                          "last checkpoint.")] = False,
+    augment: Annotated[str, typer.Option("--augment", help="scanner: each modality gets its own "
+                                         "bias field, gamma, noise, scale and shift; basic: one "
+                                         "scale and shift.")] = "scanner",
+    init: Annotated[Optional[Path], typer.Option("--init", help="Model folder to fine-tune: its "
+                                                 "network and weights start the run.")] = None,
     device: Device = "auto",
     seed: Seed = 0,
     quiet: Quiet = False,
@@ -74,10 +79,12 @@ def segment(
     Splits patients into train/val/test (70/10/20 %, seeded, split.json), trains on patches
     biased to tumour with Dice + BCE on the TC/WT/ET regions, keeps the best validation epoch,
     and scores the test sessions at the end into card.md. Under torchrun it runs data-parallel.
+    SIGTERM/SIGUSR1: a checkpoint at the next step, exit 0; --resume continues from that step.
 
     Examples:
       tumor train segment --data cohort -o models/my-resunet --epochs 30
       tumor train segment --data cohort -o runs/swin --model swinunetr --resume
+      tumor train segment --data cohort -o runs/tuned --init models/seg-resunet --epochs 10
       torchrun --nproc_per_node 4 -m tumorcli train segment --data cohort -o runs/ddp
     """
     start(quiet, as_json)
@@ -92,15 +99,17 @@ def segment(
     if model is SegArchitecture.swinunetr and feature_size % 12:
         raise BadInput(f"--feature-size {feature_size}: must be a multiple of 12", "e.g. 12, 24, 48")
     _at_least_one({"--window": window})
+    if augment not in ("scanner", "basic"):
+        raise BadInput(f"--augment {augment}: unknown", "use scanner or basic")
 
     from tumorcli.nets.segmentation import SegNetConfig
     from tumorcli.progress import task
     from tumorcli.runtime import resolve_device
     from tumorcli.train.segment import SegTrainConfig, train_segmentation
 
-    if resume:
-        from tumorcli.nets.weights import read_config
+    from tumorcli.nets.weights import read_config
 
+    if resume:
         saved = read_config(output)
         net_config = SegNetConfig.from_dict(saved)
         command = saved["training"].get("command", "")   # the card cites every call
@@ -110,23 +119,27 @@ def segment(
         net_config = SegNetConfig(architecture=model.value, spacing_mm=spacing,
                                   patch=patch_voxels, channels=_ints(channels, "--channels"),
                                   feature_size=feature_size, window=window)
+        if init is not None:   # the network is the init model's; its weights start the run
+            net_config = SegNetConfig.from_dict(read_config(init))
         config = SegTrainConfig(
             data=str(data), epochs=epochs, steps_per_epoch=steps_per_epoch,
             batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup,
-            val_cases=val_cases, test_cases=test_cases, amp=amp, seed=seed,
-            command=(f"tumor train segment --data {data} -o {output} --model {model.value} "
+            val_cases=val_cases, test_cases=test_cases, amp=amp, seed=seed, augment=augment,
+            init=str(init or ""),
+            command=(f"tumor train segment --data {data} -o {output} --model "
+                     f"{net_config.architecture} "
                      f"--epochs {epochs} --steps-per-epoch {steps_per_epoch} --batch-size "
                      f"{batch_size} --lr {lr:g} --weight-decay {weight_decay:g} --warmup {warmup} "
                      f"--spacing {spacing:g} --patch {patch} --channels {channels} "
                      f"--feature-size {feature_size} --window {window} --val-cases {val_cases} "
-                     f"--seed {seed}"))
+                     f"--augment {augment} " + (f"--init {init} " if init else "")
+                     + f"--seed {seed}"))
     say = (lambda text: None) if quiet or as_json else (lambda text: console().print(text))
     with task(f"Training {net_config.architecture}",
               total=config.epochs * config.steps_per_epoch) as advance:
         summary = train_segmentation(net_config, config, output, resolve_device(device),
                                      resume=resume, advance=advance, say=say)
-    if summary["rank"] == 0:  # under torchrun, one rank reports
-        finish(summary, as_json=as_json, quiet=quiet, human=_show)
+    report(summary, as_json=as_json, quiet=quiet, human=_show)
 
 
 def _show(summary: dict) -> None:
@@ -177,10 +190,12 @@ def predict_post(
 
     Pairs are each patient's first session with a mask (pre) and the next session (post); the
     survival class comes from cohort.csv. The denoiser's EMA weights are what ships.
+    Runs data-parallel under torchrun; SIGTERM/SIGUSR1: checkpoint at the next step, exit 0.
 
     Examples:
       tumor train predict-post --data cohort -o models/my-predict-post
       tumor train predict-post --data cohort -o runs/post --resume
+      torchrun --nproc_per_node 4 -m tumorcli train predict-post --data cohort -o runs/ddp
     """
     start(quiet, as_json)
     from tumorcli.errors import BadInput
@@ -222,8 +237,26 @@ def predict_post(
     with task("Training predict-post", total=autoencoder_steps + denoiser_steps) as advance:
         summary = train_post_model(model, config, output, resolve_device(device), resume=resume,
                                    advance=advance, say=say)
-    finish(summary, as_json=as_json, quiet=quiet,
+    report(summary, as_json=as_json, quiet=quiet,
            human=lambda s: console().print(f"model in {s['output']} ({s['seconds']} s)"))
+
+
+def report(summary: dict, *, as_json: bool, quiet: bool, human) -> None:
+    """A training's result, from rank 0 only under torchrun. A run that SIGTERM/SIGUSR1 stopped
+    prints its summary with --json, its "checkpointed at step N; rerun with --resume" line on
+    stderr in any case, and exits with preempt.EXIT_STOPPED (0)."""
+    if summary.get("rank", 0) != 0:
+        return
+    stopped = summary.get("stopped")
+    finish(summary, as_json=as_json, quiet=quiet, human=None if stopped else human)
+    if stopped:
+        from rich.console import Console
+
+        from tumorcli.train.preempt import EXIT_STOPPED
+
+        Console(stderr=True, highlight=False, soft_wrap=True).print(stopped, style="yellow",
+                                                                    markup=False)
+        raise typer.Exit(EXIT_STOPPED)
 
 
 def _at_least_one(options: dict[str, int]) -> None:

@@ -36,7 +36,10 @@ def postprocess(
     quiet: Quiet = False,
     as_json: Json = False,
 ) -> None:
-    """Choose the small-region rule on unseen sessions and write it to the model's config.json.
+    """Choose the label post-processing on unseen sessions and write it to the model's config.json.
+
+    First stray components: a predicted tumour component under F × the largest one and more
+    than D mm from it is dropped (F 0.1–0.5, D 10–40 mm, or off); then the small-region rule.
 
     BraTS scores a region that the reference lacks as Dice 0 and HD95 373 mm whenever the
     prediction has a voxel of it; post-operative follow-ups often have no ET or no tumour core.

@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from tumorcli.cli.common import Device, Json, Quiet, Seed, console, finish, start
-from tumorcli.cli.train import _at_least_one, _check_run_folder, _ints, train_app
+from tumorcli.cli.common import Device, Json, Quiet, Seed, console, start
+from tumorcli.cli.train import _at_least_one, _check_run_folder, _ints, report, train_app
 
 
 class RefinerKind(str, Enum):
@@ -60,10 +60,12 @@ def refine(
     The prior model runs once over the cohort (cached in OUTPUT/priors); the refiner trains on
     the prior's own train split. MedSegDiff: ε-MSE + 10·DiceCE, linear schedule; ddpm: x0
     logits, DiceCE + 0.1·edge-weighted L2, cosine schedule; T = 1000 for both.
+    Runs data-parallel under torchrun; SIGTERM/SIGUSR1: checkpoint at the next step, exit 0.
 
     Examples:
       tumor train refine --kind medsegdiff --prior resunet --data cohort -o models/refine-medsegdiff
       tumor train refine --kind ddpm --data cohort -o runs/ddpm --patch 64 --channels 16,32,64
+      torchrun --nproc_per_node 4 -m tumorcli train refine --kind ddpm --data cohort -o runs/ddp
     """
     start(quiet, as_json)
     from tumorcli.errors import BadInput
@@ -125,7 +127,7 @@ def refine(
     with task(f"Training {spec.refiner}", total=config.epochs * config.steps_per_epoch) as advance:
         summary = train_refiner(spec, config, output, resolve_device(device), resume=resume,
                                 advance=advance, say=say)
-    finish(summary, as_json=as_json, quiet=quiet,
+    report(summary, as_json=as_json, quiet=quiet,
            human=lambda s: console().print(
                f"best val Dice {s['best_val_dice']:.3f} at epoch {s['best_epoch']}; model in "
                f"{s['output']}"))

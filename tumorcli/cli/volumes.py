@@ -92,8 +92,8 @@ def _masks(masks: list[Path], scheme, output: Path | None, jobs: int, shard: str
            quiet: bool, as_json: bool) -> None:
     from functools import partial
 
+    from tumorcli.cli.batch import Batch
     from tumorcli.errors import BadInput
-    from tumorcli.metrics.batch import run_each
     from tumorcli.metrics.cases import case_id, find_masks
     from tumorcli.metrics.tables import write_rows
     from tumorcli.metrics.volumes import VOLUME_COLUMNS, region_volumes
@@ -109,31 +109,32 @@ def _masks(masks: list[Path], scheme, output: Path | None, jobs: int, shard: str
         else:
             files.append(path)
     files = take_shard(files, shard, key=lambda path: (case_id(path), str(path)))
-    rows, failures = [], []
+    rows, batch = [], Batch("volumes", what="masks")
     with task("Measuring", total=len(files)) as advance:
-        measuring = run_each(partial(region_volumes, scheme=scheme), files, jobs, advance)
-        for path, (measured, error) in zip(files, measuring):
-            if error is not None:
-                failures.append(error)
-                continue
-            rows += [{"file": str(path), "region": region, "voxels": voxels,
-                      "volume_cm3": cm3} for region, (voxels, cm3) in measured.items()]
+        measuring = batch.each(files, partial(region_volumes, scheme=scheme), name=str,
+                               jobs=jobs, advance=advance)
+        for path, measured, error in measuring:
+            if error is None:
+                rows += [{"file": str(path), "region": region, "voxels": voxels,
+                          "volume_cm3": cm3} for region, (voxels, cm3) in measured.items()]
+    failures = batch.errors
     if failures and len(failures) == len(files):
         raise failures[0]  # nothing measured: a bad input, and nothing printed or written
     if output is not None:
         write_rows(output, VOLUME_COLUMNS, rows)
     result = {"labels": scheme.describe(), "output": str(output) if output else None,
               "masks": len(files) - len(failures), "failed": [str(f) for f in failures],
-              "rows": rows}
-    finish(result, as_json=as_json, quiet=quiet, human=_show_volumes)
-    _raise_for_failures(failures, len(files), output)
+              "rows": rows, "summary": batch.summary()}
+    finish(result, as_json=as_json, quiet=quiet,
+           human=lambda result: (_show_volumes(result), batch.show()))
+    _raise_for_failures(batch, output)
 
 
 def _subject(folder: Path, scheme, output: Path | None, jobs: int, shard: str | None,
              quiet: bool, as_json: bool) -> None:
     from functools import partial
 
-    from tumorcli.metrics.batch import run_each
+    from tumorcli.cli.batch import Batch
     from tumorcli.metrics.tables import write_rows
     from tumorcli.metrics.volumes import (SESSION_COLUMNS, cohort_days, find_sessions,
                                           region_volumes, session_rows)
@@ -144,17 +145,18 @@ def _subject(folder: Path, scheme, output: Path | None, jobs: int, shard: str | 
         subjects = set(take_shard(sorted({s.subject for s in sessions}), shard, key=str))
         sessions = [session for session in sessions if session.subject in subjects]
     days, cohort_csv = cohort_days(folder)
-    measured, failures = [], []
+    measured, batch = [], Batch("volumes", what="masks")
     with task("Measuring sessions", total=len(sessions)) as advance:
         paths = [session.path for session in sessions]
-        measuring = run_each(partial(region_volumes, scheme=scheme), paths, jobs, advance)
-        for session, (volumes, error) in zip(sessions, measuring):
+        measuring = batch.each(paths, partial(region_volumes, scheme=scheme), name=str,
+                               jobs=jobs, advance=advance)
+        for session, (_, volumes, error) in zip(sessions, measuring):
             if error is not None:
-                failures.append(error)
                 continue
             session.volumes_cm3 = {region: cm3 for region, (_, cm3) in volumes.items()}
             session.day = days.get((session.subject, session.session))
             measured.append(session)
+    failures = batch.errors
     if failures and len(failures) == len(sessions):
         raise failures[0]  # nothing measured: a bad input, and nothing printed or written
     rows = session_rows(measured)
@@ -163,20 +165,17 @@ def _subject(folder: Path, scheme, output: Path | None, jobs: int, shard: str | 
     result = {"labels": scheme.describe(), "subject_folder": str(folder),
               "cohort_csv": str(cohort_csv) if cohort_csv else None,
               "output": str(output) if output else None, "sessions": rows,
-              "failed": [str(f) for f in failures]}
-    finish(result, as_json=as_json, quiet=quiet, human=_show_sessions)
-    _raise_for_failures(failures, len(sessions), output)
+              "failed": [str(f) for f in failures], "summary": batch.summary()}
+    finish(result, as_json=as_json, quiet=quiet,
+           human=lambda result: (_show_sessions(result), batch.show()))
+    _raise_for_failures(batch, output)
 
 
-def _raise_for_failures(failures: list, total: int, output: Path | None) -> None:
+def _raise_for_failures(batch, output: Path | None) -> None:
     """Exit 3 (partial batch) when some masks failed and the others were measured."""
-    from tumorcli.errors import PartialBatch
-
-    if not failures:
-        return
-    written = f"; the other {total - len(failures)} are in {output}" if output else ""
-    raise PartialBatch(f"{len(failures)} of {total} masks could not be measured, first: "
-                       f"{failures[0].message}{written}", failures[0].hint)
+    measured = batch.summary()["done"]
+    batch.raise_if_failed("could not be measured",
+                          f"; the other {measured} are in {output}" if output else "")
 
 
 def _show_volumes(result: dict) -> None:

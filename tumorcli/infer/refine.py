@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from tumorcli.errors import BadInput
-from tumorcli.infer.postprocess import SmallRegionRule
+from tumorcli.infer.postprocess import LabelRule
 from tumorcli.nets.refiner import RefinerSpec, fit_planes, plane_window
 from tumorcli.nets.segmentation import classes_from_labels
 from tumorcli.nets.weights import WEIGHTS, load_weights, read_config
@@ -55,13 +55,13 @@ class Refinement:
 
 
 class Refiner:
-    """`small_regions` is the rule for the refined labels (config.json "postprocess"; off when
+    """`label_rule` is the rule for the refined labels (config.json "postprocess"; off when
     the refiner has none)."""
 
     def __init__(self, net: torch.nn.Module, spec: RefinerSpec, device: torch.device,
-                 small_regions: SmallRegionRule = SmallRegionRule()) -> None:
+                 label_rule: LabelRule = LabelRule()) -> None:
         self.net, self.spec, self.device = net.eval(), spec, device
-        self.small_regions = small_regions
+        self.label_rule = label_rule
         self.schedule = NoiseSchedule.make(spec.schedule, spec.train_steps)
 
     @staticmethod
@@ -72,7 +72,7 @@ class Refiner:
                            "pick a model made by tumor train refine")
         spec = RefinerSpec.from_dict(data)
         return Refiner(load_weights(spec.build(), Path(folder) / WEIGHTS).to(device), spec,
-                       device, SmallRegionRule.of_model(data, postprocess))
+                       device, LabelRule.of_model(data, postprocess))
 
     def check_prior(self, config, folder: Path) -> None:
         """BadInput unless the segmentation model `config` works on this refiner's grid."""

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from tumorcli.errors import BadInput
-from tumorcli.infer.postprocess import SmallRegionRule
+from tumorcli.infer.postprocess import LabelRule
 from tumorcli.infer.prepare import onto_grid, prepare
 from tumorcli.io.volume import Volume
 from tumorcli.nets.segmentation import SegNetConfig, build_segnet, labels_from_regions
@@ -46,13 +46,13 @@ def find_model_folder(name_or_path: str) -> Path:
 
 class Segmenter:
     """A loaded segmentation net. probabilities(): (C, X, Y, Z) net-grid input -> (3, X, Y, Z);
-    `small_regions` is the model's label post-processing (config.json "postprocess")."""
+    `label_rule` is the model's label post-processing (config.json "postprocess")."""
 
     def __init__(self, net: torch.nn.Module, config: SegNetConfig, device: torch.device,
-                 overlap: float = 0.5, small_regions: SmallRegionRule = SmallRegionRule()
+                 overlap: float = 0.5, label_rule: LabelRule = LabelRule()
                  ) -> None:
         self.net, self.config, self.device, self.overlap = net.eval(), config, device, overlap
-        self.small_regions = small_regions
+        self.label_rule = label_rule
 
     @staticmethod
     def load(folder: Path, device: torch.device, overlap: float = 0.5,
@@ -64,7 +64,7 @@ class Segmenter:
         config = SegNetConfig.from_dict(data)
         net = load_weights(build_segnet(config), Path(folder) / WEIGHTS)
         return Segmenter(net.to(device), config, device, overlap,
-                         SmallRegionRule.of_model(data, postprocess))
+                         LabelRule.of_model(data, postprocess))
 
     @torch.no_grad()
     def probabilities(self, image: np.ndarray, tta: bool = False) -> torch.Tensor:
@@ -119,8 +119,8 @@ def segment_volumes(segmenter: Segmenter, volumes: dict[str, Volume], tta: bool 
         brain |= np.asarray(volume.array) != 0
     regions[~brain] = 0
     labels = labels_from_regions(torch.from_numpy(np.moveaxis(regions, -1, 0))).numpy()
-    rule = segmenter.small_regions if refine is None else refine.refiner.small_regions
-    labels = rule.apply(labels, source.voxel_cm3)
+    rule = segmenter.label_rule if refine is None else refine.refiner.label_rule
+    labels = rule.apply(labels, source.voxel_cm3, source.spacing)
     reference = volumes.get("t1c") or volumes[config.modalities[0]]  # whose header to keep
     on_source = lambda array: Volume(array, source.affine, None, source=reference.source)
     uncertainty = None if entropy is None else on_source(

@@ -82,12 +82,12 @@ def _cohort_command(data: Path) -> str | None:
 def _postprocess_line(tuned: dict | None) -> str | None:
     if not tuned:
         return None
-    from tumorcli.infer.postprocess import SmallRegionRule
+    from tumorcli.infer.postprocess import LabelRule
 
     dice = [np.mean(tuned[f"dice_{when}"]) for when in ("before", "after")]
     hd95 = [np.mean(tuned[f"hd95_mm_{when}"]) for when in ("before", "after")]
     return (f"- Post-processing (chosen on {tuned['tuned_on']}): "
-            f"{SmallRegionRule.from_dict(tuned).describe()}; there mean Dice {dice[0]:.3f} → "
+            f"{LabelRule.from_dict(tuned).describe()}; there mean Dice {dice[0]:.3f} → "
             f"{dice[1]:.3f}, mean HD95 {hd95[0]:.1f} → {hd95[1]:.1f} mm. The test scores below "
             "include it.")
 

@@ -16,6 +16,7 @@ from tumorcli.io.atomic import atomic_file
 
 TENSORS = "checkpoint.safetensors"
 STATE = "checkpoint.json"
+UNLOGGED = "unlogged_losses"   # a stopped run's losses since its last log row
 
 
 def save_checkpoint(folder: Path, net: nn.Module, optimizer: torch.optim.Optimizer,
@@ -41,6 +42,19 @@ def save_checkpoint(folder: Path, net: nn.Module, optimizer: torch.optim.Optimiz
                                      "scalars": scalars}}
     with atomic_file(Path(folder) / STATE) as temporary:
         temporary.write_text(json.dumps(record, indent=1))
+
+
+def save_stopped(folder: Path, net: nn.Module, optimizer: torch.optim.Optimizer, state: dict,
+                 step: int, losses: list[float],
+                 extra_nets: dict[str, nn.Module] | None = None) -> None:
+    """A checkpoint between two log rows (a stop signal): `step` optimiser steps done, and the
+    losses since the last row, so the resumed run's next row averages the same steps."""
+    save_checkpoint(folder, net, optimizer, {**state, "step": step, UNLOGGED: losses}, extra_nets)
+
+
+def unlogged_losses(state: dict) -> list[float]:
+    """Take the losses a stopped run saved (none after a regular checkpoint) out of `state`."""
+    return [float(v) for v in state.pop(UNLOGGED, [])]
 
 
 def load_checkpoint(folder: Path, net: nn.Module, optimizer: torch.optim.Optimizer,

@@ -85,6 +85,7 @@ class LoadedCase:
     labels: np.ndarray   # (X, Y, Z) uint8 BraTS labels on the net grid
     tumour: np.ndarray   # (N, 3) int32 indices of tumour voxels (for biased sampling)
     brain: np.ndarray    # (M, 3) int32 indices of brain voxels
+    offsets: np.ndarray | None = None   # (C,) brain mean / sd of each input (train/augment.py)
 
 
 def load_case(case: Case, modalities: tuple[str, ...], spacing_mm: float) -> LoadedCase:
@@ -104,12 +105,14 @@ def load_case(case: Case, modalities: tuple[str, ...], spacing_mm: float) -> Loa
                        labels=True)
     return LoadedCase(case.name, prepared.image.astype(np.float16), labels,
                       np.argwhere(labels > 0).astype(np.int32),
-                      np.argwhere(prepared.brain).astype(np.int32))
+                      np.argwhere(prepared.brain).astype(np.int32),
+                      np.array(prepared.means, np.float32) / np.array(prepared.sds, np.float32))
 
 
 def sample_patches(cases: list[LoadedCase], batch: int, patch: tuple[int, int, int],
                    rng: np.random.Generator, tumour_fraction: float = 0.67,
-                   intensity_channels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   intensity_channels: int | None = None, scanner=None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """A training batch: images (B, C, *patch) float32 and labels (B, *patch) uint8.
 
     Each patch is centred on a tumour voxel with probability `tumour_fraction` (else on a brain
@@ -117,6 +120,8 @@ def sample_patches(cases: list[LoadedCase], batch: int, patch: tuple[int, int, i
     (×0.9–1.1) and shift (±0.1 sd), and with p = 0.3 a blur (σ 0.5–1 voxel) so that nets trained on
     noisy 2 mm scans also meet smoother, downsampled 1 mm ones. intensity_channels: only the
     first n channels get the scale, shift and blur (the rest, e.g. a prior, are only cropped).
+    scanner: a train.augment.ScannerAugment: instead of the global scale and shift, each modality
+    gets its own bias field, gamma, noise, scale and shift (needs the cases' offsets).
     """
     from scipy import ndimage
 
@@ -135,8 +140,13 @@ def sample_patches(cases: list[LoadedCase], batch: int, patch: tuple[int, int, i
                 image, label = np.flip(image, axis + 1), np.flip(label, axis)
         n = channels if intensity_channels is None else intensity_channels
         image = np.array(image)
-        image[:n] = image[:n] * rng.uniform(0.9, 1.1, (n, 1, 1, 1)) \
-            + rng.uniform(-0.1, 0.1, (n, 1, 1, 1))
+        if scanner is not None:
+            from tumorcli.train.augment import augment_channels
+
+            image[:n] = augment_channels(image[:n], case.offsets[:n], rng, scanner)
+        else:
+            image[:n] = image[:n] * rng.uniform(0.9, 1.1, (n, 1, 1, 1)) \
+                + rng.uniform(-0.1, 0.1, (n, 1, 1, 1))
         if rng.random() < 0.3:
             image[:n] = ndimage.gaussian_filter(image[:n], (0, *([rng.uniform(0.5, 1.0)] * 3)))
         images[b], labels[b] = image, label

@@ -1,19 +1,27 @@
 """torchrun data parallelism: a no-op in a single process, DDP when WORLD_SIZE > 1.
 
-`torchrun --nproc_per_node N -m tumorcli.cli.app train segment ...` starts N ranks; each draws its
-own patches (the rank is part of the sampling seed), gradients are averaged by DDP, and only
-rank 0 validates and writes files.
+`torchrun --nproc_per_node N -m tumorcli train segment|refine|predict-post ...` starts N ranks
+(NCCL on GPUs, gloo on CPUs). Step s has one global batch of N·B examples; example i is drawn
+from its own stream (seed, step, i) and rank r takes examples r·B … r·B + B − 1, so N ranks of
+batch B see exactly what one process of batch N·B sees. DDP averages the gradients, the logged
+loss is the mean over ranks, and only rank 0 validates, logs and writes files.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0")) if world_size() > 1 else 0
 
 
 def setup(device: torch.device) -> tuple[int, int, torch.device]:
@@ -38,7 +46,36 @@ def wrap(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         return net
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    # static graph: the same parameters take part every step, so a block the net never uses
+    # (MedSegDiff's condition encoder has time layers without a time input) needs no search
+    return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                   static_graph=True)
+
+
+def on_rank_zero(say: Callable[[str], None]) -> Callable[[str], None]:
+    """`say` on rank 0; silence on the other ranks (one log, not N copies)."""
+    return say if rank() == 0 else (lambda text: None)
+
+
+def draw_batch_slice(draw: Callable[[np.random.Generator], tuple[np.ndarray, ...]],
+                     stream: Sequence[int], batch: int) -> list[np.ndarray]:
+    """This rank's `batch` examples of a global batch: example i is draw(rng) with rng seeded
+    by (*stream, i), each array of shape (1, ...); returns them concatenated, (batch, ...)."""
+    first = rank() * batch
+    examples = [draw(np.random.default_rng([*stream, first + i])) for i in range(batch)]
+    return [np.concatenate(parts) for parts in zip(*examples)]
+
+
+def mean_and_any(value: float, flag: bool, device: torch.device) -> tuple[float, bool]:
+    """(mean of `value` over ranks, whether any rank raised `flag`) in one all-reduce of two
+    numbers: cheap enough for every step, where the loss is read back to the host anyway."""
+    if world_size() == 1:
+        return value, flag
+    import torch.distributed as dist
+
+    both = torch.tensor([value, float(flag)], dtype=torch.float64, device=device)
+    dist.all_reduce(both)
+    return float(both[0]) / world_size(), bool(both[1] > 0)
 
 
 def barrier() -> None:

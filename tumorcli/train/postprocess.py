@@ -10,6 +10,11 @@ So every pair of thresholds in CANDIDATES_CM3 is scored from those numbers alone
 over sessions and TC/WT/ET of Dice − HD95 / 373.13 (the two BraTS ranking scores on one scale;
 Dice alone would trade one false ET for a missed small one, which costs HD95 the same 373 mm).
 The best pair wins, the smaller thresholds on a tie (so a rule that changes nothing stays off).
+
+Before that, each stray-component rule of STRAY_CANDIDATES (a fraction of the largest component
+and a distance from it, infer/postprocess.py) is tried: it changes the masks, so the sessions it
+touches are scored again, and the small-region pairs are searched on top of each. The best
+combination by the same merit wins; on a tie the stray rule stays off.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from tumorcli.infer.postprocess import ET, NETC, SmallRegionRule
+from tumorcli.infer.postprocess import ET, NETC, LabelRule
 from tumorcli.metrics.distance import HD95_ONE_EMPTY_MM
 from tumorcli.metrics.regions import EVALUATED_REGIONS as REGIONS
 
 CANDIDATES_CM3 = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+STRAY_CANDIDATES = ((0.0, 0.0),) + tuple((fraction, distance) for fraction in (0.1, 0.25, 0.5)
+                                         for distance in (10.0, 20.0, 40.0))
 
 
 def val_sessions(count: int) -> str:
@@ -35,7 +42,7 @@ def val_sessions(count: int) -> str:
 
 @dataclass(frozen=True)
 class TunedRule:
-    rule: SmallRegionRule
+    rule: LabelRule
     sessions: int
     dice_before: tuple[float, float, float]   # mean TC/WT/ET Dice of the sessions, no rule
     dice_after: tuple[float, float, float]    # the same with the chosen rule
@@ -79,7 +86,7 @@ class SessionScores:
             dice={r: scores[r].dice for r in REGIONS},
             hd95={r: scores[r].hd95_mm for r in REGIONS})
 
-    def scores(self, rule: SmallRegionRule) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, rule: LabelRule) -> tuple[np.ndarray, np.ndarray]:
         """(3,) Dice and (3,) HD95 of TC/WT/ET with `rule` applied."""
         emptied = set()
         if 0 < self.et_cm3 < rule.min_et_cm3:
@@ -96,7 +103,7 @@ class SessionScores:
 def tune_small_regions(folder: Path, cases: list, device: torch.device, tuned_on: str = "",
                        advance: Callable[..., None] = lambda steps=1: None,
                        prior: Path | None = None) -> TunedRule:
-    """The best SmallRegionRule for the model in `folder` on `cases` (train.data.Case with a
+    """The best LabelRule for the model in `folder` on `cases` (train.data.Case with a
     seg file; `tuned_on` says which, for the card); raises ValueError when there are none.
     With `prior`, `folder` is a refiner and the sessions go through `tumor segment --refine`'s
     path with its defaults (the prior model, then conditional refinement), both without rule."""
@@ -113,24 +120,38 @@ def tune_small_regions(folder: Path, cases: list, device: torch.device, tuned_on
 
         refine = RefineOptions(Refiner.load(folder, device, postprocess=False))
         refine.refiner.check_prior(segmenter.config, folder)
-    sessions = []
+    predictions = []
     for case in cases:
         volumes = {m: read_scan(case.images[m], m) for m in segmenter.config.modalities}
-        sessions.append(SessionScores.of(segment_volumes(segmenter, volumes, refine=refine).labels,
-                                         load_volume(case.seg)))
+        predictions.append((segment_volumes(segmenter, volumes, refine=refine).labels,
+                            load_volume(case.seg)))
         advance()
+    base = [SessionScores.of(labels, truth) for labels, truth in predictions]
     means = {}
-    for min_et in CANDIDATES_CM3:
-        for min_tc in CANDIDATES_CM3:
-            rule = SmallRegionRule(min_et, min_tc)
-            dice, hd95 = zip(*(session.scores(rule) for session in sessions))
-            means[rule] = (np.mean(dice, 0), np.mean(hd95, 0))
+    for fraction, distance in STRAY_CANDIDATES:
+        strays = LabelRule(max_stray_fraction=fraction, min_stray_distance_mm=distance)
+        sessions = [score if fraction == 0 else _rescored(strays, labels, truth, score)
+                    for (labels, truth), score in zip(predictions, base)]
+        for min_et in CANDIDATES_CM3:
+            for min_tc in CANDIDATES_CM3:
+                rule = LabelRule(min_et, min_tc, fraction, distance)
+                dice, hd95 = zip(*(session.scores(rule) for session in sessions))
+                means[rule] = (np.mean(dice, 0), np.mean(hd95, 0))
     merit = lambda rule: float(np.mean(means[rule][0] - means[rule][1] / HD95_ONE_EMPTY_MM))
-    best = max(means, key=lambda r: (round(merit(r), 9), -(r.min_et_cm3 + r.min_tc_cm3)))
-    off = SmallRegionRule()
+    best = max(means, key=lambda r: (round(merit(r), 9), -r.max_stray_fraction,
+                                     -(r.min_et_cm3 + r.min_tc_cm3)))
+    off = LabelRule()
     as_floats = lambda values: tuple(float(v) for v in values)
-    return TunedRule(best, len(sessions), as_floats(means[off][0]), as_floats(means[best][0]),
+    return TunedRule(best, len(base), as_floats(means[off][0]), as_floats(means[best][0]),
                      as_floats(means[off][1]), as_floats(means[best][1]), tuned_on)
+
+
+def _rescored(strays: LabelRule, labels, truth, unchanged: "SessionScores") -> "SessionScores":
+    """The session's scores after the stray-component rule (the same object when it removes
+    nothing)."""
+    array = np.asarray(labels.array)
+    cleaned = strays.without_strays(array, labels.spacing)
+    return unchanged if cleaned is array else SessionScores.of(labels.with_array(cleaned), truth)
 
 
 def write_postprocess(folder: Path, tuned: TunedRule) -> None:

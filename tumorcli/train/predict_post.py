@@ -2,6 +2,8 @@
 stage 2 the latent denoiser (v- or ε-prediction, survival class dropped with p = class_dropout
 for classifier-free guidance, EMA weights). Both loops are below, each on one screen; a
 checkpoint every `checkpoint_every` steps records the stage, so --resume picks up where it was.
+Under torchrun each rank trains on its slice of the global batch (train/distributed.py); SIGTERM
+or SIGUSR1 checkpoints at the next step of either stage and stops (train/preempt.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import torch
 from tumorcli.nets.latent_diffusion import PostModelConfig, build_autoencoder, build_denoiser
 from tumorcli.nets.weights import load_weights, save_weights, write_config
 from tumorcli.samplers.schedule import NoiseSchedule
-from tumorcli.train.checkpoint import append_log, load_checkpoint, read_state, save_checkpoint
+from tumorcli.train import distributed, preempt
+from tumorcli.train.checkpoint import (append_log, load_checkpoint, read_state, save_checkpoint,
+                                       unlogged_losses)
 from tumorcli.train.ema import EMA
 from tumorcli.train.post_data import find_pairs, load_pair
 from tumorcli.train.schedule import set_lr
@@ -50,14 +54,17 @@ def train_post_model(model: PostModelConfig, config: PostTrainConfig, out: Path,
                      device: torch.device, resume: bool = False,
                      advance: Callable[..., None] = lambda steps=1: None,
                      say: Callable[[str], None] = print) -> dict:
-    """Both stages into `out`; returns the summary (losses, latent scale, seconds)."""
+    """Both stages into `out`; returns the summary (losses, latent scale, seconds), or, when
+    SIGTERM/SIGUSR1 stopped the run, the summary with "stopped" (train/preempt.py)."""
     from tumorcli.runtime import seed_everything
     from tumorcli.train.data import read_split, split_cases, write_split
 
+    rank, world, device = distributed.setup(device)
+    say = distributed.on_rank_zero(say)
     out.mkdir(parents=True, exist_ok=True)
     pairs = {pair.name: pair for pair in find_pairs(Path(config.data), config.post_session)}
     split = read_split(out) if resume else split_cases(list(pairs.values()), config.seed)
-    if not resume:
+    if not resume and rank == 0:
         write_split(out, split, Path(config.data), config.seed)
         write_config(out, {**model.to_dict(), "training": asdict(config)})
     say(f"{len(split['train'])} train / {len(split['val'])} val / {len(split['test'])} test patients")
@@ -74,56 +81,76 @@ def train_post_model(model: PostModelConfig, config: PostTrainConfig, out: Path,
 
         model = PostModelConfig.from_dict(read_config(out))
         state = read_state(out)
-        # the model stays as written; "training" records this call's steps (they may change)
-        write_config(out, {**model.to_dict(), "training": asdict(config)})
-    if state["stage"] == "autoencoder":
-        optimizer = torch.optim.AdamW(autoencoder.parameters(), lr=config.autoencoder_lr)
-        if resume:
-            state = load_checkpoint(out, autoencoder, optimizer)
+        if rank == 0:   # the model stays as written; "training" records this call's steps
+            write_config(out, {**model.to_dict(), "training": asdict(config)})
+    with preempt.stop_on_signals() as stop:
+        if state["stage"] == "autoencoder":
+            optimizer = torch.optim.AdamW(autoencoder.parameters(), lr=config.autoencoder_lr)
+            if resume:
+                state = load_checkpoint(out, autoencoder, optimizer)
+            advance(state["step"])
+            stopped = train_autoencoder(autoencoder, optimizer, train, val, config, state, out,
+                                        device, advance, say, stop)
+            if stopped:
+                return stopped
+            if rank == 0:
+                save_weights(autoencoder, out / AUTOENCODER)
+            distributed.barrier()
+            state = {"stage": "denoiser", "step": 0}
+        else:
+            advance(config.autoencoder_steps)
+        load_weights(autoencoder, out / AUTOENCODER)  # stage 2 sees the shipped fp16 weights
+        latents = {part: encode_pairs(autoencoder, slices, device)
+                   for part, slices in (("train", train), ("val", val))}
+        if not resume or "latent_scale" not in state:
+            model = with_latent_scales(model, latents["train"])
+            if rank == 0:
+                write_config(out, {**model.to_dict(), "training": asdict(config)})
+            state["latent_scale"] = model.latent_scale
+        denoiser = build_denoiser(model).to(device)
+        ema = EMA(denoiser, config.ema_decay)
+        optimizer = torch.optim.AdamW(denoiser.parameters(), lr=config.lr)
+        if resume and state["step"] > 0:
+            state = load_checkpoint(out, denoiser, optimizer, {"ema": ema.net})
         advance(state["step"])
-        train_autoencoder(autoencoder, optimizer, train, val, config, state, out, device, advance, say)
-        save_weights(autoencoder, out / AUTOENCODER)
-        state = {"stage": "denoiser", "step": 0}
-    else:
-        advance(config.autoencoder_steps)
-    load_weights(autoencoder, out / AUTOENCODER)  # stage 2 sees the shipped fp16 weights
-    latents = {part: encode_pairs(autoencoder, slices, device)
-               for part, slices in (("train", train), ("val", val))}
-    if not resume or "latent_scale" not in state:
-        train_latents = latents["train"]
-        scale = float(1 / train_latents["post"].std())
-        target_scale = 1.0
-        if model.target == "residual":
-            residual = (train_latents["post"] - train_latents["pre"]) * scale
-            target_scale = float(1 / residual.std())
-        model = replace(model, latent_scale=scale, target_scale=target_scale)
-        write_config(out, {**model.to_dict(), "training": asdict(config)})
-        state["latent_scale"] = scale
-    denoiser = build_denoiser(model).to(device)
-    ema = EMA(denoiser, config.ema_decay)
-    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=config.lr)
-    if resume and state["step"] > 0:
-        state = load_checkpoint(out, denoiser, optimizer, {"ema": ema.net})
-    advance(state["step"])
-    train_denoiser(denoiser, ema, optimizer, latents, model, config, state, out, device, advance, say)
-    save_weights(ema.net, out / DENOISER)
-    return {"output": str(out), "latent_scale": model.latent_scale, **state,
+        stopped = train_denoiser(denoiser, ema, optimizer, latents, model, config, state, out,
+                                 device, advance, say, stop)
+        if stopped:
+            return stopped
+    if rank == 0:
+        save_weights(ema.net, out / DENOISER)
+    distributed.finish()
+    return {"output": str(out), "rank": rank, "latent_scale": model.latent_scale, **state,
             "seconds": round(time.perf_counter() - began, 1)}
 
 
-def train_autoencoder(net, optimizer, train, val, config, state, out, device, advance, say):
+def with_latent_scales(model: PostModelConfig, train_latents: dict) -> PostModelConfig:
+    """`model` with the latent scale (1 / std of the post latents) and, for a residual target,
+    the scale that gives the scaled residual unit std."""
+    scale = float(1 / train_latents["post"].std())
+    target_scale = 1.0
+    if model.target == "residual":
+        residual = (train_latents["post"] - train_latents["pre"]) * scale
+        target_scale = float(1 / residual.std())
+    return replace(model, latent_scale=scale, target_scale=target_scale)
+
+
+def train_autoencoder(net, optimizer, train, val, config, state, out, device, advance, say,
+                      stop) -> dict | None:
+    """Stage 1 from state["step"]; None when done, the stopped summary when `stop` rose."""
     from monai.losses import SSIMLoss
 
     images = torch.from_numpy(np.concatenate([np.concatenate([p.pre, p.post]) for p in train]))
     held_out = torch.from_numpy(np.concatenate([p.post for p in val or train[:1]]))[:64]
-    losses = []
+    draw = lambda rng: (rng.integers(len(images), size=1),)   # one slice of the global batch
+    model, rank, losses = distributed.wrap(net, device), distributed.rank(), unlogged_losses(state)
     for step in range(state["step"], config.autoencoder_steps):
         set_lr(optimizer, step, config.autoencoder_steps, config.autoencoder_lr,
                config.warmup_steps)
-        rng = np.random.default_rng([config.seed, 1, step])
-        batch = images[rng.integers(len(images), size=config.batch_size)].to(device)  # (B,1,H,W)
+        pick, = distributed.draw_batch_slice(draw, (config.seed, 1, step), config.batch_size)
+        batch = images[torch.from_numpy(pick)].to(device)                  # (B, 1, H, W)
         with autocast(device):
-            reconstruction, mu, sigma = net(batch)
+            reconstruction, mu, sigma = model(batch)
         reconstruction, mu, sigma = reconstruction.float(), mu.float(), sigma.float()
         data_range = float(batch.max() - batch.min()) or 1.0
         kl = 0.5 * (mu.pow(2) + sigma.pow(2) - torch.log(sigma.pow(2) + 1e-8) - 1).sum((1, 2, 3))
@@ -133,62 +160,86 @@ def train_autoencoder(net, optimizer, train, val, config, state, out, device, ad
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss.detach()))
+        loss_value, stop_now = distributed.mean_and_any(float(loss.detach()), stop.requested,
+                                                        device)
+        losses.append(loss_value)   # the global batch's loss: the mean over ranks
         advance()
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.autoencoder_steps:
-            with torch.no_grad():
-                net.eval()
-                reconstructed = torch.cat([net.reconstruct(chunk.to(device)).cpu()
-                                           for chunk in held_out.split(16)])
-                net.train()
-            val_l1 = float((reconstructed - held_out).abs().mean())
-            state.update(step=step + 1, val_l1=val_l1)
-            append_log(out / LOG, LOG_COLUMNS, ["autoencoder", step + 1,
-                                                optimizer.param_groups[0]["lr"],
-                                                float(np.mean(losses)), val_l1])
-            save_checkpoint(out, net, optimizer, state)
-            say(f"autoencoder step {step + 1}: loss {np.mean(losses):.4f}, val L1 {val_l1:.4f}")
+            if rank == 0:
+                val_l1 = reconstruction_l1(net, held_out, device)
+                state.update(step=step + 1, val_l1=val_l1)
+                append_log(out / LOG, LOG_COLUMNS, ["autoencoder", step + 1,
+                                                    optimizer.param_groups[0]["lr"],
+                                                    float(np.mean(losses)), val_l1])
+                save_checkpoint(out, net, optimizer, state)
+                say(f"autoencoder step {step + 1}: loss {np.mean(losses):.4f}, val L1 "
+                    f"{val_l1:.4f}")
             losses = []
+        if stop_now:   # every rank saw the same flag at this step
+            return preempt.checkpoint_and_stop(stop, out, net, optimizer, state, step + 1,
+                                               losses, stage="autoencoder")
+    return None
 
 
-def train_denoiser(net, ema, optimizer, latents, model, config, state, out, device, advance, say):
+@torch.no_grad()
+def reconstruction_l1(net, held_out: torch.Tensor, device) -> float:
+    """Mean |x − decode(encode(x))| over the held-out slices (B, 1, H, W), in 16s."""
+    net.eval()
+    reconstructed = torch.cat([net.reconstruct(chunk.to(device)).cpu()
+                               for chunk in held_out.split(16)])
+    net.train()
+    return float((reconstructed - held_out).abs().mean())
+
+
+def train_denoiser(net, ema, optimizer, latents, model, config, state, out, device, advance, say,
+                   stop) -> dict | None:
+    """Stage 2 from state["step"]; None when done, the stopped summary when `stop` rose."""
     schedule = NoiseSchedule.make(model.schedule, model.train_steps)
     data = {k: v * model.latent_scale if k in ("pre", "post") else v
             for k, v in latents["train"].items()}
-    losses = []
+    draw = lambda rng: (rng.integers(len(data["post"]), size=1),           # a latent slice,
+                        rng.random(1) < config.class_dropout,              # its class dropped,
+                        rng.integers(model.train_steps, size=1),           # t and ε
+                        rng.standard_normal((1, *data["post"].shape[1:]), dtype=np.float32))
+    wrapped, rank = distributed.wrap(net, device), distributed.rank()
+    losses = unlogged_losses(state)
     for step in range(state["step"], config.denoiser_steps):
         set_lr(optimizer, step, config.denoiser_steps, config.lr, config.warmup_steps)
-        generator = torch.Generator().manual_seed(config.seed * 100003 + step)
-        pick = torch.randint(len(data["post"]), (config.batch_size,), generator=generator)
+        pick, dropped, t, noise = (torch.from_numpy(v) for v in distributed.draw_batch_slice(
+            draw, (config.seed, 2, step), config.batch_size))
         post, pre, mask = (data[k][pick].to(device) for k in ("post", "pre", "mask"))
         if model.target == "residual":   # diffuse the change; the pre latent is the condition
             post = (post - pre) * model.target_scale
         survival = data["survival"][pick].clone()
-        survival[torch.rand(len(pick), generator=generator) < config.class_dropout] = 0
-        t = torch.randint(model.train_steps, (len(pick),), generator=generator)
-        noise = torch.randn(post.shape, generator=generator).to(device)
-        noisy = schedule.add_noise(post, noise, t.to(device))
-        target = schedule.velocity(post, noise, t.to(device)) \
-            if model.prediction == "v_prediction" else noise
+        survival[dropped] = 0
+        t, noise = t.to(device), noise.to(device)
+        noisy = schedule.add_noise(post, noise, t)
+        target = schedule.velocity(post, noise, t) if model.prediction == "v_prediction" else noise
         with autocast(device):
-            output = net(torch.cat([noisy, pre, mask], 1), t.to(device),
-                         class_labels=survival.to(device))
+            output = wrapped(torch.cat([noisy, pre, mask], 1), t, class_labels=survival.to(device))
         loss = torch.nn.functional.mse_loss(output.float(), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         ema.update(net)
-        losses.append(float(loss.detach()))
+        loss_value, stop_now = distributed.mean_and_any(float(loss.detach()), stop.requested,
+                                                        device)
+        losses.append(loss_value)   # the global batch's loss: the mean over ranks
         advance()
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.denoiser_steps:
             state.update(step=step + 1)
-            append_log(out / LOG, LOG_COLUMNS, ["denoiser", step + 1,
-                                                optimizer.param_groups[0]["lr"],
-                                                float(np.mean(losses)), float("nan")])
-            save_checkpoint(out, net, optimizer, state, {"ema": ema.net})
-            say(f"denoiser step {step + 1}: loss {np.mean(losses):.4f}")
+            if rank == 0:
+                append_log(out / LOG, LOG_COLUMNS, ["denoiser", step + 1,
+                                                    optimizer.param_groups[0]["lr"],
+                                                    float(np.mean(losses)), float("nan")])
+                save_checkpoint(out, net, optimizer, state, {"ema": ema.net})
+                say(f"denoiser step {step + 1}: loss {np.mean(losses):.4f}")
             losses = []
+        if stop_now:   # every rank saw the same flag at this step
+            return preempt.checkpoint_and_stop(stop, out, net, optimizer, state, step + 1,
+                                               losses, {"ema": ema.net}, stage="denoiser")
     state["stage"] = "done"
+    return None
 
 
 def autocast(device: torch.device):

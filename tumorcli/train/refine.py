@@ -11,6 +11,8 @@ conditional refinement samples in, the rest from [0, T) for the unconditional mo
 Every epoch the val cases are refined through the inference path (`Refiner.refine`) and scored;
 the best epoch's weights are kept (fp16 safetensors) next to a resumable checkpoint. At the end
 the refined labels' small-region rule is chosen on every val session (train/postprocess.py).
+Under torchrun each rank trains on its slice of the global batch (train/distributed.py); SIGTERM
+or SIGUSR1 checkpoints at the next step and stops (train/preempt.py).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import torch
 from tumorcli.nets.refiner import RefinerSpec, fit_planes
 from tumorcli.nets.segmentation import classes_from_labels
 from tumorcli.samplers.schedule import NoiseSchedule
-from tumorcli.train.checkpoint import close_epoch, load_checkpoint
+from tumorcli.train import distributed, preempt
+from tumorcli.train.checkpoint import close_epoch, load_checkpoint, unlogged_losses
 from tumorcli.train.priors import PRIORS
 from tumorcli.train.schedule import set_lr
 
@@ -58,12 +61,16 @@ class RefineTrainConfig:
 def train_refiner(spec: RefinerSpec, config: RefineTrainConfig, out: Path, device: torch.device,
                   resume: bool = False, advance: Callable[..., None] = lambda steps=1: None,
                   say: Callable[[str], None] = print) -> dict:
+    """Train, validate, checkpoint into `out`; returns the summary (best val Dice), or, when
+    SIGTERM/SIGUSR1 stopped the run, the summary with "stopped" (train/preempt.py)."""
     from tumorcli.infer.segment import Segmenter
     from tumorcli.nets.weights import write_config
     from tumorcli.runtime import seed_everything
     from tumorcli.train.data import find_cases, read_split, split_cases, write_split
     from tumorcli.train.priors import load_refine_case
 
+    rank, world, device = distributed.setup(device)
+    say = distributed.on_rank_zero(say)
     out.mkdir(parents=True, exist_ok=True)
     prior_folder = Path(config.prior)
     cases = {case.name: case for case in find_cases(Path(config.data))}
@@ -71,15 +78,21 @@ def train_refiner(spec: RefinerSpec, config: RefineTrainConfig, out: Path, devic
         split = read_split(out)
     else:
         split = _prior_split(prior_folder, cases) or split_cases(list(cases.values()), config.seed)
-        write_split(out, split, Path(config.data), config.seed)
-        write_config(out, {**spec.to_dict(), "training": asdict(config)})
+        if rank == 0:
+            write_split(out, split, Path(config.data), config.seed)
+            write_config(out, {**spec.to_dict(), "training": asdict(config)})
     say(f"{len(split['train'])} train / {len(split['val'])} val / {len(split['test'])} test cases"
         f"; priors from {prior_folder}")
     segmenter = Segmenter.load(prior_folder, device, overlap=0.5)
     load = lambda names: [load_refine_case(cases[n], segmenter, out / PRIORS) for n in names]
-    train, val = load(split["train"]), load(split["val"][:config.val_cases])
+    val = load(split["val"][:config.val_cases]) if rank == 0 else []
+    train = load(split["train"]) if rank == 0 else []
+    distributed.barrier()   # rank 0 has cached every prior; the other ranks read them
+    if rank:
+        train = load(split["train"])
     batches, sources = (slice_batch, train) if spec.is_2d else \
         (patch_batch, with_prior_channels(train))
+    draw = lambda rng: training_example(batches, sources, spec, config, rng)
 
     seed_everything(config.seed)
     net = spec.build().to(device)
@@ -88,45 +101,53 @@ def train_refiner(spec: RefinerSpec, config: RefineTrainConfig, out: Path, devic
     if resume:
         state = load_checkpoint(out, net, optimizer)
         say(f"resumed at epoch {state['epoch']} (step {state['step']})")
+    losses = unlogged_losses(state)   # of the epoch a stop signal cut short
+    model = distributed.wrap(net, device)
     schedule = NoiseSchedule.make(spec.schedule, spec.train_steps)
     use_amp = device.type == "cuda" if config.amp is None else config.amp
     total_steps = config.epochs * config.steps_per_epoch
     advance(state["step"])
-    began, losses = time.perf_counter(), []
-    for step in range(state["step"], total_steps):
-        set_lr(optimizer, step, total_steps, config.lr, config.warmup_steps)
-        rng = np.random.default_rng([config.seed, step])
-        image, prior, labels = batches(sources, config.batch_size, spec, rng)
-        prior[rng.random(len(prior)) < config.prior_dropout] = 0           # unconditional
-        x0 = 2 * classes_from_labels(torch.from_numpy(labels)) - 1
-        t = torch.from_numpy(np.where(                    # most steps where refining starts
-            rng.random(len(x0)) < config.low_noise_share,
-            rng.integers(0, spec.start + 1, len(x0)), rng.integers(0, spec.train_steps, len(x0))))
-        noise = torch.from_numpy(rng.standard_normal(x0.shape, dtype=np.float32))
-        noisy = schedule.add_noise(x0, noise, t)
-        condition = torch.from_numpy(np.concatenate([image, prior], 1))
-        x0, noise, noisy, t, condition = (v.to(device) for v in (x0, noise, noisy, t, condition))
-        with torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
-            raw = spec.run(net, noisy, t, condition)
-        loss = refiner_loss(spec, config, schedule, raw.float(), x0, noise, noisy, t)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        advance()
-        if (step + 1) % config.steps_per_epoch == 0:
-            epoch = (step + 1) // config.steps_per_epoch
-            prior_dice, refined_dice = validate(net, spec, val, device, config)
-            row = [epoch, step + 1, optimizer.param_groups[0]["lr"], float(np.mean(losses)),
-                   prior_dice, refined_dice, round(time.perf_counter() - began, 1)]
-            close_epoch(out, LOG_COLUMNS, row, net, optimizer, state, step + 1, epoch,
-                        refined_dice)
-            say(f"epoch {epoch}: loss {np.mean(losses):.4f}, val mean Dice prior {prior_dice:.3f}"
-                f" → refined {refined_dice:.3f} (best {state['best_val_dice']:.3f} at epoch "
-                f"{state['best_epoch']})")
-            losses = []
-    summary = {"output": str(out), **state, "seconds": round(time.perf_counter() - began, 1)}
-    if split["val"]:   # the refined labels' own small-region rule, on every val session
+    began = time.perf_counter()
+    with preempt.stop_on_signals() as stop:
+        for step in range(state["step"], total_steps):
+            set_lr(optimizer, step, total_steps, config.lr, config.warmup_steps)
+            image, prior, x0, t, noise = (torch.from_numpy(v) for v in
+                                          distributed.draw_batch_slice(draw, (config.seed, step),
+                                                                       config.batch_size))
+            noisy = schedule.add_noise(x0, noise, t)
+            condition = torch.cat([image, prior], 1)
+            x0, noise, noisy, t, condition = (v.to(device)
+                                              for v in (x0, noise, noisy, t, condition))
+            with torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
+                raw = spec.run(model, noisy, t, condition)
+            loss = refiner_loss(spec, config, schedule, raw.float(), x0, noise, noisy, t)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_value, stop_now = distributed.mean_and_any(float(loss.detach()), stop.requested,
+                                                            device)
+            losses.append(loss_value)   # the global batch's loss: the mean over ranks
+            advance()
+            if (step + 1) % config.steps_per_epoch == 0:
+                epoch = (step + 1) // config.steps_per_epoch
+                if rank == 0:
+                    prior_dice, refined_dice = validate(net, spec, val, device, config)
+                    row = [epoch, step + 1, optimizer.param_groups[0]["lr"],
+                           float(np.mean(losses)), prior_dice, refined_dice,
+                           round(time.perf_counter() - began, 1)]
+                    close_epoch(out, LOG_COLUMNS, row, net, optimizer, state, step + 1, epoch,
+                                refined_dice)
+                    say(f"epoch {epoch}: loss {np.mean(losses):.4f}, val mean Dice prior "
+                        f"{prior_dice:.3f} → refined {refined_dice:.3f} (best "
+                        f"{state['best_val_dice']:.3f} at epoch {state['best_epoch']})")
+                losses = []
+                distributed.barrier()
+            if stop_now:   # every rank saw the same flag at this step
+                return preempt.checkpoint_and_stop(stop, out, net, optimizer, state, step + 1,
+                                                   losses)
+    summary = {"output": str(out), "rank": rank, **state,
+               "seconds": round(time.perf_counter() - began, 1)}
+    if rank == 0 and split["val"]:   # the refined labels' own small-region rule, every val session
         from tumorcli.train.postprocess import tune_small_regions, val_sessions, write_postprocess
 
         tuned = tune_small_regions(out, [cases[n] for n in split["val"]], device,
@@ -135,7 +156,22 @@ def train_refiner(spec: RefinerSpec, config: RefineTrainConfig, out: Path, devic
         summary["postprocess"] = tuned.to_dict()
         say(f"post-processing: {tuned.rule.describe()} (val mean Dice refined "
             f"{np.mean(tuned.dice_before):.3f} → {np.mean(tuned.dice_after):.3f})")
+    distributed.finish()
     return summary
+
+
+def training_example(batches, sources, spec: RefinerSpec, config: RefineTrainConfig,
+                     rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """One example of a global batch, all from `rng`: image (1, 4, ...), prior (1, 4, ...; zeroed
+    with p = prior_dropout), one-hot labels x0 in {−1, 1} (1, 4, ...), timestep t (1,) (from
+    [0, t′] with p = low_noise_share, else [0, T)) and the noise ε (1, 4, ...)."""
+    image, prior, labels = batches(sources, 1, spec, rng)
+    if rng.random() < config.prior_dropout:
+        prior[:] = 0                                                       # unconditional
+    x0 = (2 * classes_from_labels(torch.from_numpy(labels)) - 1).numpy()
+    high = spec.start + 1 if rng.random() < config.low_noise_share else spec.train_steps
+    t = rng.integers(0, high, 1)                      # most steps where refining starts
+    return image, prior, x0, t, rng.standard_normal(x0.shape, dtype=np.float32)
 
 
 def refiner_loss(spec, config, schedule, raw, x0, noise, noisy, t) -> torch.Tensor:
