@@ -63,3 +63,19 @@ def write_cohort(folder: Path, patients: int = 6, sessions: int = 1, seed: int =
             write_subject(folder, f"BraTS-GLI-{patient:05d}-{session:03d}",
                           seed * 1000 + patient * 10 + session)
     return folder
+
+
+def write_post_cohort(folder: Path, patients: int) -> Path:
+    """A write_cohort of `patients` × 2 sessions with a cohort.csv of survival classes
+    (odd patients short, even long survivors), as predict-post reads it."""
+    import csv
+
+    root = write_cohort(folder, patients=patients, sessions=2)
+    with open(root / "cohort.csv", "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["subject", "session", "survival_class"])
+        for patient in range(1, patients + 1):
+            for session in ("000", "001"):
+                writer.writerow([f"BraTS-GLI-{patient:05d}", session,
+                                 "short" if patient % 2 else "long"])
+    return root

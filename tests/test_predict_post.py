@@ -18,7 +18,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from seg_factory import write_cohort
+from seg_factory import write_cohort, write_post_cohort
 from tumorcli.cli.app import app
 from tumorcli.io.volume import load_volume
 
@@ -29,15 +29,7 @@ TINY = ["--ae-channels", "16,16,16", "--unet-channels", "16,32,32", "--batch-siz
 
 @pytest.fixture(scope="module")
 def post_cohort(tmp_path_factory) -> Path:
-    root = write_cohort(tmp_path_factory.mktemp("post_cohort"), patients=4, sessions=2)
-    with open(root / "cohort.csv", "w", newline="") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["subject", "session", "survival_class"])
-        for patient in range(1, 5):
-            for session in ("000", "001"):
-                writer.writerow([f"BraTS-GLI-{patient:05d}", session,
-                                 "short" if patient % 2 else "long"])
-    return root
+    return write_post_cohort(tmp_path_factory.mktemp("post_cohort"), patients=4)
 
 
 @pytest.fixture(scope="module")

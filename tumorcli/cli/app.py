@@ -19,7 +19,7 @@ from typer.core import TyperGroup
 
 from tumorcli import __version__
 from tumorcli.cli import (convert, evaluate, evaluate_image, info, predict_post, preprocess,
-                          segment, synth_cohort, train, volumes)
+                          report, segment, synth_cohort, train, volumes)
 
 EXIT_CODES = ("Exit codes: 0 ok (also a training stopped by SIGTERM/SIGUSR1 after its "
               "checkpoint), 1 failure, 2 bad input, 3 partial batch (some subjects failed).")
@@ -136,6 +136,7 @@ app.command("volumes")(volumes.volumes)
 app.command("evaluate")(evaluate.evaluate)
 app.command("evaluate-image")(evaluate_image.evaluate_image)
 app.command("predict-post")(predict_post.predict_post)
+app.command("report")(report.report)
 app.command("info")(info.info)
 app.command("synth-cohort")(synth_cohort.synth_cohort)
 from tumorcli.cli import train_refine  # noqa: E402,F401  (registers `tumor train refine`)

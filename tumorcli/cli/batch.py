@@ -11,9 +11,10 @@ rerun: one failure is that subject's, a rerun skips what is done, nothing is hal
   summary, a line per failed case.
 - Summary: done / skipped / failed with the reason (`summary()`, `show()`), and
   `raise_if_failed()`: PartialBatch, exit code 3.
-- Resume for outputs made here (segment): `finished(record, made_from)` is true when the record
-  (a JSON sidecar) names these inputs and parameters and every output it lists is there with its
-  sha256; `publish` writes the record first, then renames the staged outputs into place.
+- Resume for outputs made here (segment, predict-post): `finished(record, made_from)` is true
+  when the record (a JSON sidecar) names these inputs and parameters and every output it lists
+  is there with its sha256; `publish` writes the record first, then renames the staged outputs
+  into place; `made_once` does both for a verb's one file per item (skip, refuse, or make).
   (`tumor preprocess` keeps its own record, preprocess.json, in each subject folder.)
 """
 
@@ -49,6 +50,14 @@ class Batch:
     def __init__(self, verb: str, logs: Path | None = None, what: str = "subjects") -> None:
         self.verb, self.logs, self.what = verb, logs, what
         self.outcomes: list[tuple[str, str, TumorError | None]] = []  # (name, status, error)
+
+    def rows(self, items: list, work: Callable[[Any], dict], **options) -> list[dict]:
+        """each() as table rows: work(item)'s row, or {"subject", "status": "failed", "error"}
+        for an item that failed (options as for each())."""
+        name = options.get("name", lambda item: item.name)
+        return [row if error is None else {"subject": name(item), "status": "failed",
+                                           "error": error.message}
+                for item, row, error in self.each(items, work, **options)]
 
     def each(self, items: list, work: Callable[[Any], Any], *,
              name: Callable[[Any], str] = lambda item: item.name, jobs: int = 1,
@@ -288,3 +297,35 @@ def publish(staged: dict[Path, Path], record: Path, made_from: dict, verb: str,
         temporary.write_text(json.dumps(content, indent=1, default=str) + "\n")
     for final, path in staged.items():
         os.replace(path, final)
+
+
+def made_once(final: Path, made_from: dict, verb: str, make: Callable[[Path], dict],
+              overwrite: bool = False) -> dict:
+    """One item's output `final`, made at most once: {"status": "skipped"} when its record says
+    it was made from `made_from`; BadInput when it exists from other inputs or options (unless
+    overwrite); else `make(staged)` writes it at a staged name and returns what the record adds
+    (e.g. {"seconds": 7.1}), `publish` puts both in place: {"status": "done", **that}."""
+    record = record_path(final)
+    if not overwrite and finished(record, made_from):
+        return {"status": "skipped"}
+    if final.exists() and not overwrite:
+        raise BadInput(f"{final}: exists and was made from other inputs or options",
+                       "remove it, or pass --overwrite to replace it")
+    staged = staged_name(final)
+    try:
+        details = make(staged)
+        publish({final: staged}, record, made_from, verb, **details)
+    finally:
+        staged.unlink(missing_ok=True)
+    return {"status": "done", **details}
+
+
+def model_digest(folder: Path) -> dict:
+    """A model's name and the sha256 of its config.json and weights (what makes its labels)."""
+    import hashlib
+
+    from tumorcli.preprocess.inputs import sha256_of
+
+    files = [folder / "config.json", *sorted(folder.glob("*.safetensors"))]
+    digest = hashlib.sha256("".join(sha256_of(f) for f in files if f.is_file()).encode())
+    return {"name": folder.name, "sha256": digest.hexdigest()}

@@ -166,10 +166,12 @@ def segment(
         options = RefineOptions(loaded, steps, start_step, samples, seed, not unconditional,
                                 refine_sampler.value)
     if not single:
-        made_with = {"model": _model_digest(segmenter_folder), "tta": tta, "overlap": overlap,
+        from tumorcli.cli.batch import model_digest
+
+        made_with = {"model": model_digest(segmenter_folder), "tta": tta, "overlap": overlap,
                      "postprocess": postprocess, "to": to.value, "seed": seed,
                      "refine": None if options is None else {
-                         "refiner": _model_digest(folder), "steps": steps, "start": start_step,
+                         "refiner": model_digest(folder), "steps": steps, "start": start_step,
                          "samples": samples, "sampler": refine_sampler.value,
                          "conditional": not unconditional}}
         return _cohort(segmenter, subjects, output, to, tta, options, overwrite, made_with,
@@ -187,8 +189,7 @@ def segment(
 def _cohort(segmenter, subjects: list, output: Path, to: Target, tta: bool, refine,
             overwrite: bool, made_with: dict, quiet: bool, as_json: bool) -> None:
     """Each subject into its own file (see _labels_path), resumable: cli/batch.py."""
-    from tumorcli.cli.batch import LOGS, Batch, finished, publish, record_path, staged_name
-    from tumorcli.errors import BadInput
+    from tumorcli.cli.batch import LOGS, Batch, made_once
     from tumorcli.infer.segment_files import segment_one
     from tumorcli.preprocess.inputs import sha256_of
     from tumorcli.progress import task
@@ -198,30 +199,22 @@ def _cohort(segmenter, subjects: list, output: Path, to: Target, tta: bool, refi
 
     def labels_of(subject) -> dict:
         final = _labels_path(subject, output, to)
-        record = record_path(final)
         made_from = {"inputs": {m: sha256_of(subject.images[m]) for m in modalities
                                 if m in subject.images}, **made_with}
-        if not overwrite and finished(record, made_from):
+        row: dict = {}
+
+        def make(staged: Path) -> dict:
+            row.update(segment_one(segmenter, subject, staged, tta, None, refine))
+            return {"seconds": row["seconds"], "volumes_cm3": row["volumes_cm3"]}
+
+        if made_once(final, made_from, "segment", make, overwrite)["status"] == "skipped":
             return {"subject": subject.name, "status": "skipped", "output": str(final)}
-        if final.exists() and not overwrite:
-            raise BadInput(f"{final}: exists and was made from other inputs or options",
-                           "remove it, or pass --overwrite to replace it")
-        staged = staged_name(final)
-        try:
-            row = segment_one(segmenter, subject, staged, tta, None, refine)
-            publish({final: staged}, record, made_from, "segment", seconds=row["seconds"],
-                    volumes_cm3=row["volumes_cm3"])
-        finally:
-            staged.unlink(missing_ok=True)
         return {**row, "output": str(final)}
 
     batch = Batch("segment", output / LOGS)
-    rows = []
     with task("Segmenting", total=len(subjects)) as advance:
-        for subject, row, error in batch.each(subjects, labels_of, advance=advance,
-                                              outputs=lambda s: [_labels_path(s, output, to)]):
-            rows.append(row if error is None else {"subject": subject.name, "status": "failed",
-                                                   "error": error.message})
+        rows = batch.rows(subjects, labels_of, advance=advance,
+                          outputs=lambda s: [_labels_path(s, output, to)])
     if batch.errors and len(subjects) == 1:
         raise batch.errors[0]
     result = {"model": segmenter.config.architecture, "tta": tta,
@@ -240,17 +233,6 @@ def _labels_path(subject, output: Path, to: Target) -> Path:
     if folder is not None and folder.parent.resolve() == output.resolve():
         return folder / name
     return output / name
-
-
-def _model_digest(folder: Path) -> dict:
-    """A model's name and the sha256 of its config.json and weights (what makes its labels)."""
-    import hashlib
-
-    from tumorcli.preprocess.inputs import sha256_of
-
-    files = [folder / "config.json", *sorted(folder.glob("*.safetensors"))]
-    digest = hashlib.sha256("".join(sha256_of(f) for f in files if f.is_file()).encode())
-    return {"name": folder.name, "sha256": digest.hexdigest()}
 
 
 def _show(result: dict) -> None:

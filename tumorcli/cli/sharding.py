@@ -1,5 +1,6 @@
 """`--shard I/N|auto`: one part of a cohort per cluster array task, and `--merge`: the parts'
-tables joined into one. Shared by preprocess, segment, volumes, evaluate and evaluate-image.
+tables joined into one. Shared by preprocess, segment, volumes, evaluate, evaluate-image
+and predict-post --cohort.
 
 Part I of N (1-based) holds the items at positions I−1, I−1+N, … of the items sorted by name
 (subject or case id), so N tasks cover every item exactly once, whatever order they run in.

@@ -130,10 +130,10 @@ def segment(
                      f"{net_config.architecture} "
                      f"--epochs {epochs} --steps-per-epoch {steps_per_epoch} --batch-size "
                      f"{batch_size} --lr {lr:g} --weight-decay {weight_decay:g} --warmup {warmup} "
-                     f"--spacing {spacing:g} --patch {patch} --channels {channels} "
-                     f"--feature-size {feature_size} --window {window} --val-cases {val_cases} "
-                     f"--augment {augment} " + (f"--init {init} " if init else "")
-                     + f"--seed {seed}"))
+                     + (f"--init {init} " if init else   # the network is the init model's
+                        f"--spacing {spacing:g} --patch {patch} --channels {channels} "
+                        f"--feature-size {feature_size} --window {window} ")
+                     + f"--val-cases {val_cases} --augment {augment} --seed {seed}"))
     say = (lambda text: None) if quiet or as_json else (lambda text: console().print(text))
     with task(f"Training {net_config.architecture}",
               total=config.epochs * config.steps_per_epoch) as advance:
