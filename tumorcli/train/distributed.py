@@ -35,8 +35,11 @@ def setup(device: torch.device) -> tuple[int, int, torch.device]:
     if device.type == "cuda":
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if not dist.is_initialized():   # long timeout: the last barrier waits for rank 0's scoring
+        from datetime import timedelta
+
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=timedelta(hours=4))
     return rank, world, device
 
 
@@ -86,8 +89,11 @@ def barrier() -> None:
 
 
 def finish() -> None:
+    """Leave the process group together: every rank waits for the others first (rank 0 may
+    still be scoring), since a rank that exits while a peer still uses gloo can abort it."""
     if world_size() > 1:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
