@@ -51,6 +51,17 @@ class Batch:
         self.verb, self.logs, self.what = verb, logs, what
         self.outcomes: list[tuple[str, str, TumorError | None]] = []  # (name, status, error)
 
+    def fail_unmatched(self, matched, case_of: Callable[[Path], str], pred: Path,
+                       ref: Path) -> None:
+        """Each prediction without a reference in `ref`, and each reference without a
+        prediction in `pred` (a metrics.cases match), fails as its case."""
+        for path in matched.prediction_only:
+            self.fail(case_of(path), BadInput(f"{path}: case has no reference in {ref}",
+                                              "check the case ids"))
+        for path in matched.reference_only:
+            self.fail(case_of(path), BadInput(f"{path}: case has no prediction in {pred}",
+                                              "check the case ids"))
+
     def rows(self, items: list, work: Callable[[Any], dict], **options) -> list[dict]:
         """each() as table rows: work(item)'s row, or {"subject", "status": "failed", "error"}
         for an item that failed (options as for each())."""

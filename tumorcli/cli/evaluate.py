@@ -73,7 +73,6 @@ def evaluate(
     from functools import partial
 
     from tumorcli.cli.batch import Batch
-    from tumorcli.errors import BadInput
     from tumorcli.metrics.cases import case_id, match_cases
     from tumorcli.metrics.evaluation import (COLUMNS, LESIONWISE_COLUMNS, TABLES, evaluate_files,
                                              mean_rows)
@@ -91,12 +90,7 @@ def evaluate(
     check_shard(shard)
     matched = shard_pairs(match_cases(pred, ref), shard, case_id)
     batch = Batch("evaluate", what="cases")
-    for path in matched.prediction_only:
-        batch.fail(case_id(path), BadInput(f"{path}: case has no reference in {ref}",
-                                           "check the case ids"))
-    for path in matched.reference_only:
-        batch.fail(case_id(path), BadInput(f"{path}: case has no prediction in {pred}",
-                                           "check the case ids"))
+    batch.fail_unmatched(matched, case_id, pred, ref)
     scores, scored_cases = [], 0
     with task("Evaluating", total=len(matched.pairs)) as advance:
         scoring = partial(evaluate_files, scheme=scheme, lesionwise=lesionwise)

@@ -115,17 +115,11 @@ def evaluate_image(
     if data_range is not None and not data_range > 0:
         raise BadInput(f"--data-range {data_range:g}: must be positive",
                        "e.g. --data-range 1 for images scaled to [0, 1]")
-    matched = shard_pairs(match_images(pred, ref, modality), shard,
-                          lambda path: image_case_id(path)[0])
+    case_of = lambda path: image_case_id(path)[0]
+    matched = shard_pairs(match_images(pred, ref, modality), shard, case_of)
     masks = brain_masks_by_case(mask) if mask is not None else None
     batch = Batch("evaluate-image", what="cases")
-    case_of = lambda path: image_case_id(path)[0]
-    for path in matched.prediction_only:
-        batch.fail(case_of(path), BadInput(f"{path}: case has no reference in {ref}",
-                                           "check the case ids"))
-    for path in matched.reference_only:
-        batch.fail(case_of(path), BadInput(f"{path}: case has no prediction in {pred}",
-                                           "check the case ids"))
+    batch.fail_unmatched(matched, case_of, pred, ref)
     items = []
     for case, prediction, reference in matched.pairs:
         try:
