@@ -111,6 +111,53 @@ def test_a_residual_model_adds_the_predicted_change_to_the_pre_latent(post_cohor
     assert torch.allclose(decoded[0], torch.cat(encoded), atol=1e-5)
 
 
+def test_a_class_channel_model_sees_the_class_as_an_input_plane(post_cohort, tmp_path):
+    from tumorcli.infer.predict_post import PostPredictor
+
+    out = tmp_path / "plane"
+    result = runner.invoke(app, ["train", "predict-post", "--data", str(post_cohort), "-o",
+                                 str(out), "--autoencoder-steps", "2", "--denoiser-steps", "2",
+                                 "--class-channel", "--balance-classes", "--tumour-slices",
+                                 "0.7", "--tumour-weight", "4", *TINY, "-q"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["class_channel"] and config["training"]["balance_classes"]
+    assert "--class-channel" in config["training"]["command"]
+    predictor = PostPredictor.load(out, torch.device("cpu"))
+    seen = []
+    forward = predictor.denoiser.forward
+    predictor.denoiser.forward = lambda x, *a, **k: seen.append(x) or forward(x, *a, **k)
+    noise = torch.zeros(2, 4, 8, 8)
+    condition = torch.zeros(2, 5, 8, 8)
+    predictor.sample_latents(noise, condition, 1, guidance=3.0, steps=1, sampler="ddim")
+    plane = seen[0][:, -1]   # unconditional half 0, then short = +1
+    assert torch.all(plane[:2] == 0) and torch.all(plane[2:] == 1)
+
+
+def test_draw_odds_balance_classes_and_favour_tumour_slices():
+    from tumorcli.train.losses import slice_odds
+
+    classes = torch.tensor([1, 1, 1, 1, 2, 2])
+    mask = torch.zeros(6, 1, 4, 4)
+    mask[0, 0, 1, 1] = mask[4, 0, 2, 2] = 1
+    assert np.allclose(slice_odds(classes, mask, False, 0.0), 1 / 6)
+    balanced = slice_odds(classes, mask, True, 0.0)
+    assert np.isclose(balanced[:4].sum(), 0.5) and np.isclose(balanced[4:].sum(), 0.5)
+    tumour = slice_odds(classes, mask, True, 0.5)
+    assert np.isclose(tumour[0], 0.25) and np.isclose(tumour[4], 0.25)
+
+
+def test_the_tumour_weighted_mse_is_the_mse_without_weight_and_favours_the_tumour():
+    from tumorcli.train.losses import weighted_mse
+
+    target, mask = torch.zeros(1, 1, 9, 9), torch.zeros(1, 1, 9, 9)
+    mask[0, 0, 4, 4] = 1
+    near, far = target.clone(), target.clone()
+    near[0, 0, 4, 4], far[0, 0, 0, 0] = 1, 1
+    assert torch.isclose(weighted_mse(near, target, mask, 0.0), near.pow(2).mean())
+    assert weighted_mse(near, target, mask, 4.0) > weighted_mse(far, target, mask, 4.0)
+
+
 def test_an_unknown_target_is_bad_input(post_cohort, tmp_path):
     result = runner.invoke(app, ["train", "predict-post", "--data", str(post_cohort), "-o",
                                  str(tmp_path / "m"), "--target", "delta"])

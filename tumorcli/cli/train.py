@@ -175,6 +175,15 @@ def predict_post(
                                         "learn).")] = "post",
     class_dropout: Annotated[float, typer.Option("--class-dropout", help="P(survival class "
                                                  "dropped) for guidance.")] = 0.15,
+    balance_classes: Annotated[bool, typer.Option("--balance-classes", help="Draw short and "
+                                                  "long survivors' slices equally often."
+                                                  )] = False,
+    class_channel: Annotated[bool, typer.Option("--class-channel", help="Give the class to the "
+                                                "denoiser as an input plane too.")] = False,
+    tumour_slices: Annotated[float, typer.Option("--tumour-slices", help="Share of the draws "
+                                                 "from slices with tumour (0: uniform).")] = 0.0,
+    tumour_weight: Annotated[float, typer.Option("--tumour-weight", help="Loss weight 1 + W "
+                                                 "near the tumour (0: plain MSE).")] = 0.0,
     warmup: Annotated[int, typer.Option("--warmup", help="Warm-up steps of each stage.")] = 100,
     ema_decay: Annotated[float, typer.Option("--ema-decay", help="EMA of the denoiser weights "
                                              "(0 = the last weights).")] = 0.999,
@@ -210,6 +219,8 @@ def predict_post(
                        "v_prediction is the default")
     if target not in ("post", "residual"):
         raise BadInput(f"--target {target}: expected post or residual", "e.g. --target residual")
+    if not 0 <= tumour_slices < 1:
+        raise BadInput(f"--tumour-slices {tumour_slices:g}: must be in [0, 1)", "e.g. 0.7")
 
     from tumorcli.nets.latent_diffusion import AutoencoderConfig, DenoiserConfig, PostModelConfig
     from tumorcli.progress import task
@@ -218,7 +229,7 @@ def predict_post(
 
     unet = _ints(unet_channels, "--unet-channels")
     model = PostModelConfig(
-        spacing_mm=spacing, prediction=prediction, target=target,
+        spacing_mm=spacing, prediction=prediction, target=target, class_channel=class_channel,
         autoencoder=AutoencoderConfig(channels=_ints(ae_channels, "--ae-channels")),
         denoiser=DenoiserConfig(channels=unet, attention=(False,) * (len(unet) - 1) + (True,)))
     config = PostTrainConfig(
@@ -226,13 +237,16 @@ def predict_post(
         denoiser_steps=denoiser_steps,
         batch_size=batch_size, lr=lr, class_dropout=class_dropout, warmup_steps=warmup,
         ema_decay=ema_decay, checkpoint_every=checkpoint_every, seed=seed,
+        balance_classes=balance_classes, tumour_slices=tumour_slices, tumour_weight=tumour_weight,
         command=(f"tumor train predict-post --data {data} -o {output} --post {post} "
                  f"--autoencoder-steps "
                  f"{autoencoder_steps} --denoiser-steps {denoiser_steps} --batch-size "
                  f"{batch_size} --lr {lr:g} --spacing {spacing:g} --ae-channels {ae_channels} "
                  f"--unet-channels {unet_channels} --prediction {prediction} --target {target} "
-                 f"--warmup {warmup} "
-                 f"--ema-decay {ema_decay:g} --seed {seed}"))
+                 f"--warmup {warmup} --ema-decay {ema_decay:g} --seed {seed}"
+                 + " --balance-classes" * balance_classes + " --class-channel" * class_channel
+                 + f" --tumour-slices {tumour_slices:g}" * (tumour_slices > 0)
+                 + f" --tumour-weight {tumour_weight:g}" * (tumour_weight > 0)))
     say = (lambda text: None) if quiet or as_json else (lambda text: console().print(text))
     with task("Training predict-post", total=autoencoder_steps + denoiser_steps) as advance:
         summary = train_post_model(model, config, output, resolve_device(device), resume=resume,

@@ -28,7 +28,7 @@ from tumorcli.infer.prepare import onto_grid, prepare
 from tumorcli.io.itk import Grid
 from tumorcli.io.volume import Volume
 from tumorcli.nets.latent_diffusion import (SURVIVAL_CLASSES, PostModelConfig, build_autoencoder,
-                                            build_denoiser)
+                                            build_denoiser, class_plane)
 from tumorcli.nets.weights import load_weights, read_config
 from tumorcli.samplers import make_sampler
 from tumorcli.samplers.schedule import NoiseSchedule
@@ -183,14 +183,16 @@ class PostPredictor:
         one batch holding both passes."""
         if guidance is None:
             labels = torch.full((len(x),), label, device=x.device)
-            return self.denoiser(torch.cat([x, condition], 1),
-                                 torch.full((len(x),), t, device=x.device),
-                                 class_labels=labels).float()
+            return self._denoiser_output(x, condition, t, labels)
         labels = torch.tensor([0] * len(x) + [label] * len(x), device=x.device)
-        both = self.denoiser(torch.cat([torch.cat([x, x]), torch.cat([condition] * 2)], 1),
-                             torch.full((2 * len(x),), t, device=x.device), class_labels=labels)
-        unconditional, conditional = both.float().chunk(2)
+        both = self._denoiser_output(torch.cat([x, x]), torch.cat([condition] * 2), t, labels)
+        unconditional, conditional = both.chunk(2)
         return unconditional + guidance * (conditional - unconditional)
+
+    def _denoiser_output(self, x, condition, t, labels):
+        inputs = [x, condition] + ([class_plane(labels, x)] if self.config.class_channel else [])
+        return self.denoiser(torch.cat(inputs, 1), torch.full((len(x),), t, device=x.device),
+                             class_labels=labels).float()
 
 
 def detail_weight(tumour: np.ndarray, spacing_mm, margin_mm: float, ramp_mm: float

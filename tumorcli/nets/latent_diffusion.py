@@ -53,6 +53,7 @@ class PostModelConfig:
     # None: the model's everywhere
     detail_margin_mm: float | None = 0.0   # chosen on the val patients (0/5/10/20/40 mm)
     detail_ramp_mm: float = 10.0
+    class_channel: bool = False        # the class also as an input plane (class_plane)
 
     @property
     def pad_multiple(self) -> int:
@@ -89,15 +90,26 @@ def build_autoencoder(config: AutoencoderConfig) -> nn.Module:
 
 
 def build_denoiser(config: PostModelConfig) -> nn.Module:
-    """Input: noisy post latent ⊕ pre latent ⊕ tumour mask at latent size; output: the
-    `prediction` target for the post latent; class_labels index SURVIVAL_CLASSES."""
+    """Input: noisy post latent ⊕ pre latent ⊕ tumour mask at latent size (⊕ class_plane with
+    class_channel); output: the `prediction` target for the post latent; class_labels index
+    SURVIVAL_CLASSES."""
     from monai.networks.nets import DiffusionModelUNet
 
     latent = config.autoencoder.latent_channels
-    return DiffusionModelUNet(spatial_dims=2, in_channels=2 * latent + 1, out_channels=latent,
+    return DiffusionModelUNet(spatial_dims=2, in_channels=2 * latent + 1 + config.class_channel,
+                              out_channels=latent,
                               channels=config.denoiser.channels,
                               attention_levels=config.denoiser.attention,
                               num_res_blocks=config.denoiser.res_blocks,
                               num_head_channels=config.denoiser.head_channels,
                               norm_num_groups=config.denoiser.norm_groups,
                               num_class_embeds=len(SURVIVAL_CLASSES))
+
+
+def class_plane(labels, like):
+    """(B, 1, h, w) input plane of the survival class: +1 short, −1 long, 0 none (dropped), so
+    the class reaches every convolution and not only the embedding; `like` gives h, w."""
+    import torch
+
+    sign = torch.tensor([0.0, 1.0, -1.0], device=labels.device)[labels]
+    return sign.view(-1, 1, 1, 1).expand(-1, 1, *like.shape[-2:]).to(like.dtype)

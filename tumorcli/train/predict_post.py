@@ -16,13 +16,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from tumorcli.nets.latent_diffusion import PostModelConfig, build_autoencoder, build_denoiser
+from tumorcli.nets.latent_diffusion import (PostModelConfig, build_autoencoder, build_denoiser,
+                                            class_plane)
 from tumorcli.nets.weights import load_weights, save_weights, write_config
 from tumorcli.samplers.schedule import NoiseSchedule
 from tumorcli.train import distributed, preempt
 from tumorcli.train.checkpoint import (append_log, load_checkpoint, read_state, save_checkpoint,
                                        unlogged_losses)
 from tumorcli.train.ema import EMA
+from tumorcli.train.losses import slice_odds, weighted_mse
 from tumorcli.train.post_data import find_pairs, load_pair
 from tumorcli.train.schedule import set_lr
 
@@ -44,6 +46,9 @@ class PostTrainConfig:
     ssim_weight: float = 0.5
     kl_weight: float = 1e-6
     class_dropout: float = 0.15
+    balance_classes: bool = False   # draw short and long survivors' slices equally often
+    tumour_slices: float = 0.0      # share of draws from slices with pre-treatment tumour
+    tumour_weight: float = 0.0      # loss weight 1 + this near the tumour (train/losses.py)
     ema_decay: float = 0.999
     checkpoint_every: int = 250
     seed: int = 0
@@ -197,7 +202,12 @@ def train_denoiser(net, ema, optimizer, latents, model, config, state, out, devi
     schedule = NoiseSchedule.make(model.schedule, model.train_steps)
     data = {k: v * model.latent_scale if k in ("pre", "post") else v
             for k, v in latents["train"].items()}
-    draw = lambda rng: (rng.integers(len(data["post"]), size=1),           # a latent slice,
+    odds = (slice_odds(data["survival"], data["mask"], config.balance_classes,
+                       config.tumour_slices)
+            if config.balance_classes or config.tumour_slices > 0 else None)
+    pick_slice = (lambda rng: rng.integers(len(data["post"]), size=1)) if odds is None else (
+        lambda rng: rng.choice(len(odds), size=1, p=odds))
+    draw = lambda rng: (pick_slice(rng),                                    # a latent slice,
                         rng.random(1) < config.class_dropout,              # its class dropped,
                         rng.integers(model.train_steps, size=1),           # t and ε
                         rng.standard_normal((1, *data["post"].shape[1:]), dtype=np.float32))
@@ -215,9 +225,12 @@ def train_denoiser(net, ema, optimizer, latents, model, config, state, out, devi
         t, noise = t.to(device), noise.to(device)
         noisy = schedule.add_noise(post, noise, t)
         target = schedule.velocity(post, noise, t) if model.prediction == "v_prediction" else noise
+        survival = survival.to(device)
+        inputs = [noisy, pre, mask] + ([class_plane(survival, mask)] if model.class_channel
+                                       else [])
         with autocast(device):
-            output = wrapped(torch.cat([noisy, pre, mask], 1), t, class_labels=survival.to(device))
-        loss = torch.nn.functional.mse_loss(output.float(), target)
+            output = wrapped(torch.cat(inputs, 1), t, class_labels=survival)
+        loss = weighted_mse(output.float(), target, mask, config.tumour_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
