@@ -21,7 +21,8 @@ regrow). Slice roughness: mean |difference between neighbouring axial slices| / 
 
 Run: python benchmarks/predict_post_quality.py --data COHORT [--model predict-post]
      [--unseen | --split val] [--patients 12] [--samples 4] [--sample-steps 20]
-     [--class-samples] [--peer PEER] [--margins MM …] [--guidances W …] [--markdown table.md]
+     [--class-samples] [--peer PEER] [--margins MM …] [--guidances W …] [--post next|last]
+     [--markdown table.md]
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ def main() -> None:
     parser.add_argument("--guidances", type=float, nargs="*", default=[1.0, 4.0],
                         help="also score the conditional mean at these guidance weights")
     parser.add_argument("--peer", type=Path, help="a folder from benchmarks/post_peer.py")
+    parser.add_argument("--post", choices=("next", "last"),
+                        help="which follow-up to score against (default: the one the model "
+                        "was trained on)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--markdown", type=Path, help="also write the tables here (model cards)")
     args = parser.parse_args()
@@ -110,7 +114,7 @@ def main() -> None:
     folder = find_model_folder(args.model)
     predictor = PostPredictor.load(folder, resolve_device(args.device))
     config = predictor.config
-    post = read_config(folder).get("training", {}).get("post_session", "next")
+    post = args.post or read_config(folder).get("training", {}).get("post_session", "next")
     chosen_split = set(read_split(folder)[args.split])
     pairs = [p for p in find_pairs(args.data, post)
              if args.unseen or p.name in chosen_split][:args.patients]
@@ -193,7 +197,7 @@ def main() -> None:
 
     where = (f"every patient of {args.data} (unseen cohort)" if args.unseen
              else f"{args.split} split")
-    lines = [f"{len(pairs)} patients ({where}); model {folder}; device "
+    lines = [f"{len(pairs)} patients ({where}, post = the {post} follow-up); model {folder}; device "
              f"{predictor.device}; guidance 2 unless said; * = the "
              "shipped default. PSNR dB / SSIM, mean ± sd over patients; tissue-normalised "
              "unless said.", "",

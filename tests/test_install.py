@@ -65,3 +65,14 @@ def test_segment_and_predict_post_run_with_their_default_models_after_install(in
                  "short", "-o", "post.nii.gz", "-q")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "post.nii.gz").is_file()
+
+
+@pytest.mark.skipif("growth" not in SHIPPED, reason="no growth weights ship")
+def test_predict_growth_runs_with_its_default_model_after_install(installed, tmp_path):
+    cases = [write_subject(tmp_path / "cohort", f"BraTS-GLI-00001-{s:03d}", seed=3 + s)
+             for s in range(3)]
+    result = run(installed, tmp_path, "predict-growth", *map(str, cases), "--days", "0,100,180",
+                 "--treatments", "none,surgery+rt+tmz,tmz", "--target-day", "260", "-o",
+                 "future", "-q")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "future" / "predicted-seg.nii.gz").is_file()

@@ -111,18 +111,26 @@ def test_a_residual_model_adds_the_predicted_change_to_the_pre_latent(post_cohor
     assert torch.allclose(decoded[0], torch.cat(encoded), atol=1e-5)
 
 
-def test_a_class_channel_model_sees_the_class_as_an_input_plane(post_cohort, tmp_path):
+def test_a_class_channel_model_sees_the_class_as_an_input_plane(post_cohort, post_model,
+                                                               tmp_path):
     from tumorcli.infer.predict_post import PostPredictor
 
-    out = tmp_path / "plane"
+    out = tmp_path / "plane"   # on the tiny model's autoencoder: stage 1 is skipped
     result = runner.invoke(app, ["train", "predict-post", "--data", str(post_cohort), "-o",
-                                 str(out), "--autoencoder-steps", "2", "--denoiser-steps", "2",
+                                 str(out), "--autoencoder-from", str(post_model),
+                                 "--ae-channels", "32,64", "--denoiser-steps", "2",
                                  "--class-channel", "--balance-classes", "--tumour-slices",
                                  "0.7", "--tumour-weight", "4", *TINY, "-q"])
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["class_channel"] and config["training"]["balance_classes"]
     assert "--class-channel" in config["training"]["command"]
+    assert config["autoencoder"] == json.loads((post_model / "config.json").read_text()
+                                               )["autoencoder"]   # not --ae-channels 32,64
+    ae = "autoencoder.safetensors"
+    assert (out / ae).read_bytes() == (post_model / ae).read_bytes()
+    stages = {row["stage"] for row in csv.DictReader(open(out / "train_log.csv"))}
+    assert stages == {"denoiser"}
     predictor = PostPredictor.load(out, torch.device("cpu"))
     seen = []
     forward = predictor.denoiser.forward
@@ -274,6 +282,19 @@ def test_a_segmentation_model_is_not_a_predict_post_model(tiny_segmenter, post_c
     pre, mask = case_files(post_cohort)
     result = predict(tiny_segmenter[0], pre, mask, tmp_path / "x.nii.gz", "--survival", "short")
     assert result.exit_code == 2 and "not a predict-post model" in result.output
+
+
+def test_an_autoencoder_from_a_folder_without_one_is_bad_input(post_cohort, tmp_path):
+    other = tmp_path / "segmenter"
+    other.mkdir()
+    (other / "config.json").write_text('{"kind": "segment"}')
+    (other / "autoencoder.safetensors").write_bytes(b"")
+    for folder, message in ((tmp_path / "none", "needs a predict-post model folder"),
+                            (other, "not a predict-post model")):
+        result = runner.invoke(app, ["train", "predict-post", "--data", str(post_cohort), "-o",
+                                     str(tmp_path / "out"), "--autoencoder-from", str(folder)])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert not (tmp_path / "out").exists()
 
 
 def test_a_cohort_without_survival_classes_is_bad_input(tmp_path):

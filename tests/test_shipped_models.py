@@ -30,7 +30,7 @@ def decimated(path: Path) -> Volume:
 @pytest.mark.parametrize("folder", MODELS, ids=[p.name for p in MODELS])
 def test_every_shipped_model_is_fp16_safetensors_with_a_config_and_a_card(folder):
     config = json.loads((folder / "config.json").read_text())
-    assert config["kind"] in {"segmentation", "predict-post", "refiner"}
+    assert config["kind"] in {"segmentation", "predict-post", "refiner", "growth"}
     assert "Held-out" in (folder / "card.md").read_text()
     weights = sorted(folder.glob("*.safetensors"))
     assert weights
@@ -85,7 +85,7 @@ def test_the_shipped_predict_post_beats_post_equals_pre_around_a_sample_patients
     """Sample patient 2 (short survivor, resected) at its first follow-up, at the default
     settings, seeded, scored after the normal-tissue match as `evaluate-image --normalize
     tissue` does."""
-    from tumorcli.infer.predict_post import PostPredictor
+    from tumorcli.infer.predict_post import POSTERIOR_MEAN, PostPredictor
     from tumorcli.infer.segment import find_model_folder
     from tumorcli.metrics.image_regions import region_scores, tissue_normalised
 
@@ -94,8 +94,10 @@ def test_the_shipped_predict_post_beats_post_equals_pre_around_a_sample_patients
                                  in ((pre_case, "t1c"), (pre_case, "seg"), (post_case, "t1c"),
                                      (post_case, "seg")))
     predictor = PostPredictor.load(find_model_folder("predict-post"), torch.device("cpu"))
-    first = predictor.predict(pre, mask, "short", seed=0).mean.array
-    assert np.array_equal(first, predictor.predict(pre, mask, "short", seed=0).mean.array)
+    # the CLI's default (--method mean), not the predictor's 4 × 20-step samples
+    first = predictor.predict(pre, mask, "short", seed=0, **POSTERIOR_MEAN).mean.array
+    assert np.array_equal(first, predictor.predict(pre, mask, "short", seed=0,
+                                                   **POSTERIOR_MEAN).mean.array)
     truth = np.asarray(post.array, np.float32)
     brain = truth > 0
     labels = (np.asarray(mask.array) > 0) | (np.asarray(post_seg.array) > 0)
@@ -104,3 +106,35 @@ def test_the_shipped_predict_post_beats_post_equals_pre_around_a_sample_patients
               for name, image in (("model", first), ("identity", np.asarray(pre.array)))}
     assert scores["model"]["psnr_3d_tumour"] > scores["identity"]["psnr_3d_tumour"] + 3
     assert scores["model"]["psnr_3d_rest"] > scores["identity"]["psnr_3d_rest"] - 1
+
+
+@pytest.mark.skipif(not (ROOT / "models" / "growth").is_dir(), reason="no growth weights ship")
+def test_the_shipped_growth_model_beats_persistence_on_a_sample_patients_last_follow_up():
+    """Sample patient 2's second follow-up (day 183) from its pre-op scan (repeated, as
+    predict-growth does with two sessions) and first follow-up (day 108), seeded: the future
+    mask overlaps the truth more than the last observed mask does, and away from the tumour the
+    images stay those of the last session."""
+    from scipy import ndimage
+
+    from tumorcli.infer.predict_growth import GrowthPredictor
+    from tumorcli.infer.segment import find_model_folder
+    from tumorcli.nets.growth import MODALITIES
+
+    def session(index: int):
+        case = SAMPLE / f"BraTS-GLI-00002-{index:03d}"
+        return ({m: decimated(case / f"{case.name}-{m}.nii.gz") for m in MODALITIES},
+                decimated(case / f"{case.name}-seg.nii.gz"))
+
+    (first, first_mask), (last, last_mask), (_, truth) = session(0), session(1), session(2)
+    predictor = GrowthPredictor.load(find_model_folder("growth"), torch.device("cpu"))
+    run = lambda: predictor.predict([first, first, last], [first_mask, first_mask, last_mask],
+                                    [0, 0, 108], ["none", "none", "surgery+rt+tmz"], 183, "tmz")
+    result = run()
+    assert np.array_equal(result.mask.array, run().mask.array)   # seeded
+    dice = lambda a, b: 2 * (a & b).sum() / (a.sum() + b.sum())
+    future, observed = np.asarray(truth.array) > 0, np.asarray(last_mask.array) > 0
+    assert dice(np.asarray(result.mask.array) > 0, future) > dice(observed, future)
+    far = np.asarray(last["t1c"].array) > 0   # brain ≥ 20 mm from either tumour
+    far &= ndimage.distance_transform_edt(~(observed | future), sampling=2) > 20
+    change = np.abs(np.asarray(result.images["t1c"].array) - np.asarray(last["t1c"].array))[far]
+    assert np.median(change) < 0.05 * np.median(np.asarray(last["t1c"].array)[far])

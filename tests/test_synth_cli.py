@@ -1,4 +1,5 @@
-"""`tumor synth-cohort` end to end on small cohorts: files, determinism, native space, DICOM."""
+"""`tumor synth-cohort` end to end on small cohorts: files, determinism, native space, DICOM,
+treatments between sessions and untreated patients."""
 
 from __future__ import annotations
 
@@ -62,6 +63,80 @@ def test_segmentation_matches_the_csv_and_lies_in_the_brain(cohort):
     assert t1c[labels == 3].mean() > 1.3 * t1c[(labels == 0) & (t1c > 0)].mean()  # rim enhances
     flair = np.asarray(load_volume(cohort / name / f"{name}-t2f.nii.gz").array)
     assert flair[labels == 2].mean() > 1.3 * flair[(labels == 0) & (flair > 0)].mean()
+
+
+def _rows(out: Path) -> list[dict]:
+    return list(csv.DictReader(open(out / "cohort.csv")))
+
+
+def _truth(out: Path, row: dict) -> dict:
+    name = f"{row['subject']}-{row['session']}"
+    return json.loads((out / name / f"{name}-truth.json").read_text())
+
+
+def _arrays(out: Path, row: dict) -> list[np.ndarray]:
+    name = f"{row['subject']}-{row['session']}"
+    return [np.asarray(load_volume(out / name / f"{name}-{suffix}.nii.gz").array)
+            for suffix in ("seg", "t1c")]
+
+
+def test_treatments_are_none_before_diagnosis_then_surgery_rt_tmz_at_the_first_follow_up(cohort):
+    rows = _rows(cohort)
+    truth = _truth(cohort, rows[1])
+    resected = truth["patient"]["response"]["extent_of_resection"] > 0
+    assert truth["patient"]["treated"] and rows[0]["treatments"] == "none"
+    assert rows[1]["treatments"] == ("surgery+rt+tmz" if resected else "rt+tmz")
+    assert truth["session"]["treatments"] == rows[1]["treatments"]
+    if len(rows) > 2:
+        assert rows[2]["treatments"] == "tmz"  # adjuvant cycles only
+
+
+def test_untreated_fraction_0_is_the_default_cohort_byte_for_byte(cohort, tmp_path):
+    make(tmp_path / "f0", "--subjects", "1", "--sessions", "3", "--seed", "4",
+         "--untreated-fraction", "0")
+    files = sorted(p.relative_to(cohort) for p in cohort.rglob("*") if p.is_file())
+    for relative in files:
+        same = (tmp_path / "f0" / relative).read_bytes() == (cohort / relative).read_bytes()
+        assert same, relative
+    for row in _rows(cohort):
+        for default, explicit in zip(_arrays(cohort, row), _arrays(tmp_path / "f0", row)):
+            assert np.array_equal(default, explicit)
+
+
+def test_untreated_fraction_1_leaves_every_patient_untreated_with_the_same_parameters(
+        cohort, tmp_path):
+    result = make(tmp_path / "f1", "--subjects", "1", "--sessions", "2", "--seed", "4",
+                  "--untreated-fraction", "1")
+    assert result["untreated"] == 1
+    rows = _rows(tmp_path / "f1")
+    assert all(row["treatments"] == "none" and row["treatment"] == "none" for row in rows)
+    untreated = _truth(tmp_path / "f1", rows[0])["patient"]
+    treated = _truth(cohort, _rows(cohort)[0])["patient"]
+    assert treated.pop("treated") and not untreated.pop("treated")
+    assert untreated == treated  # the draw has its own generator: the patient is the same
+
+
+def test_untreated_fraction_half_mixes_treated_and_untreated_patients(tmp_path):
+    # seed 11: subjects 2 and 4 untreated; 1 treated with a biopsy only, 3 with a resection
+    result = make(tmp_path / "mix", "--subjects", "4", "--sessions", "2", "--seed", "11",
+                  "--untreated-fraction", "0.5")
+    assert json.loads((tmp_path / "mix" / "cohort.json").read_text()
+                      )["config"]["untreated_fraction"] == 0.5
+    rows = _rows(tmp_path / "mix")
+    treated = {row["subject"]: _truth(tmp_path / "mix", row)["patient"]["treated"]
+               for row in rows if row["session"] == "000"}
+    assert sorted(treated.values()) == [False, False, True, True]
+    assert result["untreated"] == 2
+    surgery_seen = set()
+    for row in rows:
+        truth = _truth(tmp_path / "mix", row)
+        if row["session"] == "000" or not treated[row["subject"]]:
+            assert row["treatments"] == "none", row
+            continue
+        resected = truth["patient"]["response"]["extent_of_resection"] > 0
+        assert row["treatments"] == ("surgery+rt+tmz" if resected else "rt+tmz"), row
+        surgery_seen.add(resected)
+    assert surgery_seen == {False, True}  # a biopsy is not surgery
 
 
 def test_same_seed_gives_identical_files_whatever_the_jobs(tmp_path):
@@ -140,6 +215,9 @@ def test_native_dicom_series_carry_the_scanner_geometry(tmp_path):
     (["--sessions", "0"], "--sessions"),
     (["--dicom"], "--space native"),
     (["--jobs", "0"], "--jobs"),
+    (["--untreated-fraction", "-0.1"], "--untreated-fraction"),
+    (["--untreated-fraction", "1.5"], "--untreated-fraction"),
+    (["--untreated", "--untreated-fraction", "0.5"], "give one of them"),
 ])
 def test_bad_options_are_bad_input_with_a_hint(tmp_path, args, words):
     result = runner.invoke(app, ["synth-cohort", "-o", str(tmp_path / "x"), *args])

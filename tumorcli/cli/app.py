@@ -18,8 +18,8 @@ import typer
 from typer.core import TyperGroup
 
 from tumorcli import __version__
-from tumorcli.cli import (convert, evaluate, evaluate_image, info, predict_post, preprocess,
-                          report, segment, synth_cohort, train, volumes)
+from tumorcli.cli import (convert, evaluate, evaluate_image, info, predict_growth, predict_post,
+                          preprocess, report, segment, synth_cohort, train, volumes)
 
 EXIT_CODES = ("Exit codes: 0 ok (also a training stopped by SIGTERM/SIGUSR1 after its "
               "checkpoint), 1 failure, 2 bad input, 3 partial batch (some subjects failed).")
@@ -136,11 +136,13 @@ app.command("volumes")(volumes.volumes)
 app.command("evaluate")(evaluate.evaluate)
 app.command("evaluate-image")(evaluate_image.evaluate_image)
 app.command("predict-post")(predict_post.predict_post)
+app.command("predict-growth")(predict_growth.predict_growth)
 app.command("report")(report.report)
 app.command("info")(info.info)
 app.command("synth-cohort")(synth_cohort.synth_cohort)
 from tumorcli.cli import train_refine  # noqa: E402,F401  (registers `tumor train refine`)
 from tumorcli.cli import train_postprocess  # noqa: E402,F401  (`tumor train postprocess`)
+from tumorcli.cli import train_growth  # noqa: E402,F401  (`tumor train growth`)
 
 app.add_typer(train.train_app, name="train")
 

@@ -40,6 +40,9 @@ def synth_cohort(
         "--dicom", help="Write native-space images as DICOM series instead of NIfTI.")] = False,
     untreated: Annotated[bool, typer.Option(
         "--untreated", help="Natural history: no surgery, radiotherapy or temozolomide.")] = False,
+    untreated_fraction: Annotated[Optional[float], typer.Option(
+        "--untreated-fraction", help="Leave each patient untreated (natural history) with this "
+        "probability, 0 to 1 (default 0: all treated).")] = None,
     jobs: Jobs = 1,
     seed: Seed = 0,
     quiet: Quiet = False,
@@ -51,6 +54,7 @@ def synth_cohort(
       tumor synth-cohort -o cohort --subjects 10 --jobs 2
       tumor synth-cohort -o tiny --size small --subjects 1 --sessions 2
       tumor synth-cohort -o scanner --space native --dicom --subjects 1
+      tumor synth-cohort -o mixed --subjects 20 --untreated-fraction 0.3
     """
     start(quiet, as_json)
     import time
@@ -66,17 +70,24 @@ def synth_cohort(
     if dicom and space is not Space.native:
         raise BadInput("--dicom writes scanner-space series and needs --space native",
                        "add --space native, or drop --dicom")
+    if untreated and untreated_fraction is not None:
+        raise BadInput("--untreated and --untreated-fraction: give one of them",
+                       "--untreated is the same as --untreated-fraction 1")
+    if untreated_fraction is not None and not 0.0 <= untreated_fraction <= 1.0:
+        raise BadInput(f"--untreated-fraction {untreated_fraction}: must be between 0 and 1",
+                       "a probability per patient, e.g. --untreated-fraction 0.3")
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise BadInput(f"{output}: already exists and is not an empty folder",
                        "choose a new output folder; the cohort is written as a whole")
 
     from tumorcli.progress import task
-    from tumorcli.synth.cohort import CohortConfig, make_cohort
+    from tumorcli.synth.cohort import CohortConfig, is_treated, make_cohort
 
     config = CohortConfig(subjects=subjects, sessions=sessions, seed=seed, space=space.value,
                           size=size.value,
                           skull=(space is Space.native) if skull is None else skull,
-                          dicom=dicom, treated=not untreated)
+                          dicom=dicom, treated=not untreated,
+                          untreated_fraction=untreated_fraction or 0.0)
     began = time.perf_counter()
     with task("Simulating subjects", total=subjects) as advance:
         rows = make_cohort(config, output, jobs=min(jobs, subjects), advance=advance)
@@ -86,6 +97,7 @@ def synth_cohort(
               "seed": seed, "seconds": round(seconds, 1),
               "short_survival": sum(1 for r in rows if r["session"] == "000"
                                     and r["survival_class"] == "short"),
+              "untreated": sum(not is_treated(config, index) for index in range(subjects)),
               "csv": str(output / "cohort.csv")}
     finish(result, as_json=as_json, quiet=quiet, human=_show)
 
@@ -94,4 +106,5 @@ def _show(result: dict) -> None:
     console().print(
         f"wrote {result['sessions_written']} sessions of {result['subjects']} subjects "
         f"({result['space']} space, {result['size']}) to {result['output']} in "
-        f"{result['seconds']} s; {result['short_survival']} short survivors; see {result['csv']}")
+        f"{result['seconds']} s; {result['short_survival']} short survivors, "
+        f"{result['untreated']} untreated; see {result['csv']}")

@@ -20,6 +20,15 @@ class SegArchitecture(str, Enum):
     swinunetr = "swinunetr"
 
 
+# options every diffusion training shares (predict-post, growth)
+Warmup = Annotated[int, typer.Option("--warmup", help="Warm-up steps (of each stage).")]
+EmaDecay = Annotated[float, typer.Option("--ema-decay", help="EMA of the denoiser weights, "
+                                         "which ship (0 = the last weights).")]
+CheckpointEvery = Annotated[int, typer.Option("--checkpoint-every", help="Steps between "
+                                              "checkpoints (and log rows).")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")]
+
+
 def _ints(text: str, option: str, count: int | None = None) -> tuple[int, ...]:
     from tumorcli.errors import BadInput
 
@@ -161,6 +170,9 @@ def predict_post(
                                       "(the session after the pre-treatment one) or last (the "
                                       "longest follow-up).")] = "next",
     autoencoder_steps: Annotated[int, typer.Option("--autoencoder-steps")] = 2000,
+    autoencoder_from: Annotated[Optional[Path], typer.Option(
+        "--autoencoder-from", help="Reuse this predict-post model's autoencoder (its grid and "
+        "intensity units too) and train only the denoiser.")] = None,
     denoiser_steps: Annotated[int, typer.Option("--denoiser-steps")] = 4000,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Slices per step.")] = 16,
     lr: Annotated[float, typer.Option("--lr", help="Denoiser AdamW learning rate.")] = 2e-4,
@@ -184,12 +196,10 @@ def predict_post(
                                                  "from slices with tumour (0: uniform).")] = 0.0,
     tumour_weight: Annotated[float, typer.Option("--tumour-weight", help="Loss weight 1 + W "
                                                  "near the tumour (0: plain MSE).")] = 0.0,
-    warmup: Annotated[int, typer.Option("--warmup", help="Warm-up steps of each stage.")] = 100,
-    ema_decay: Annotated[float, typer.Option("--ema-decay", help="EMA of the denoiser weights "
-                                             "(0 = the last weights).")] = 0.999,
-    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every")] = 250,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint "
-                                         "(either stage).")] = False,
+    warmup: Warmup = 100,
+    ema_decay: EmaDecay = 0.999,
+    checkpoint_every: CheckpointEvery = 250,
+    resume: Resume = False,
     device: Device = "auto",
     seed: Seed = 0,
     quiet: Quiet = False,
@@ -222,6 +232,8 @@ def predict_post(
     if not 0 <= tumour_slices < 1:
         raise BadInput(f"--tumour-slices {tumour_slices:g}: must be in [0, 1)", "e.g. 0.7")
 
+    from dataclasses import replace
+
     from tumorcli.nets.latent_diffusion import AutoencoderConfig, DenoiserConfig, PostModelConfig
     from tumorcli.progress import task
     from tumorcli.runtime import resolve_device
@@ -232,11 +244,17 @@ def predict_post(
         spacing_mm=spacing, prediction=prediction, target=target, class_channel=class_channel,
         autoencoder=AutoencoderConfig(channels=_ints(ae_channels, "--ae-channels")),
         denoiser=DenoiserConfig(channels=unet, attention=(False,) * (len(unet) - 1) + (True,)))
+    if autoencoder_from is not None:
+        source = _autoencoder_source(autoencoder_from)
+        model = replace(model, autoencoder=source.autoencoder, spacing_mm=source.spacing_mm,
+                        intensity=source.intensity)
+        autoencoder_steps = 0
     config = PostTrainConfig(
         data=str(data), post_session=post, autoencoder_steps=autoencoder_steps,
         denoiser_steps=denoiser_steps,
         batch_size=batch_size, lr=lr, class_dropout=class_dropout, warmup_steps=warmup,
         ema_decay=ema_decay, checkpoint_every=checkpoint_every, seed=seed,
+        autoencoder_from=str(autoencoder_from or ""),
         balance_classes=balance_classes, tumour_slices=tumour_slices, tumour_weight=tumour_weight,
         command=(f"tumor train predict-post --data {data} -o {output} --post {post} "
                  f"--autoencoder-steps "
@@ -244,6 +262,7 @@ def predict_post(
                  f"{batch_size} --lr {lr:g} --spacing {spacing:g} --ae-channels {ae_channels} "
                  f"--unet-channels {unet_channels} --prediction {prediction} --target {target} "
                  f"--warmup {warmup} --ema-decay {ema_decay:g} --seed {seed}"
+                 + f" --autoencoder-from {autoencoder_from}" * (autoencoder_from is not None)
                  + " --balance-classes" * balance_classes + " --class-channel" * class_channel
                  + f" --tumour-slices {tumour_slices:g}" * (tumour_slices > 0)
                  + f" --tumour-weight {tumour_weight:g}" * (tumour_weight > 0)))
@@ -271,6 +290,23 @@ def report(summary: dict, *, as_json: bool, quiet: bool, human) -> None:
         Console(stderr=True, highlight=False, soft_wrap=True).print(stopped, style="yellow",
                                                                     markup=False)
         raise typer.Exit(EXIT_STOPPED)
+
+
+def _autoencoder_source(folder: Path):
+    """The PostModelConfig of the model whose autoencoder --autoencoder-from reuses."""
+    from tumorcli.errors import BadInput
+    from tumorcli.nets.latent_diffusion import PostModelConfig
+    from tumorcli.nets.weights import read_config
+
+    if not (folder / "autoencoder.safetensors").is_file() or not (folder / "config.json").is_file():
+        raise BadInput(f"{folder}: --autoencoder-from needs a predict-post model folder "
+                       "(config.json and autoencoder.safetensors)",
+                       "e.g. --autoencoder-from models/predict-post")
+    config = read_config(folder)
+    if config.get("kind") != "predict-post":
+        raise BadInput(f"{folder}: not a predict-post model (kind {config.get('kind')!r})",
+                       "e.g. --autoencoder-from models/predict-post")
+    return PostModelConfig.from_dict(config)
 
 
 def _at_least_one(options: dict[str, int]) -> None:

@@ -29,7 +29,7 @@ from tumorcli.io.itk import Grid
 from tumorcli.io.volume import Volume
 from tumorcli.nets.latent_diffusion import (SURVIVAL_CLASSES, PostModelConfig, build_autoencoder,
                                             build_denoiser, class_plane)
-from tumorcli.nets.weights import load_weights, read_config
+from tumorcli.nets.weights import load_weights, read_config_of
 from tumorcli.samplers import make_sampler
 from tumorcli.samplers.schedule import NoiseSchedule
 
@@ -62,11 +62,8 @@ class PostPredictor:
     @staticmethod
     def load(folder: Path, device: torch.device) -> "PostPredictor":
         """The model in `folder` (config.json, autoencoder and denoiser safetensors)."""
-        data = read_config(folder)
-        if data.get("kind") != "predict-post":
-            raise BadInput(f"{folder}: a {data.get('kind', 'unknown')} model, not a predict-post "
-                           "model", "pick a model made by tumor train predict-post")
-        config = PostModelConfig.from_dict(data)
+        config = PostModelConfig.from_dict(read_config_of(folder, "predict-post",
+                                                          "predict-post"))
         return PostPredictor(
             config,
             load_weights(build_autoencoder(config.autoencoder),

