@@ -229,3 +229,20 @@ def test_a_cohort_without_treatments_or_long_series_is_bad_input(growth_cohort, 
         result = runner.invoke(app, ["train", "growth", "--data", str(root), "-o",
                                      str(tmp_path / "m"), *TINY])
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_torchrun_with_two_ranks_trains_the_growth_model_data_parallel(growth_cohort, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", "29531", "-m", "tumorcli", "train", "growth", "--data",
+         str(growth_cohort), "-o", str(out), "--steps", "2", *TINY, "--json"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "TUMOR_DEBUG": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["step"] == 2 and (out / "growth.safetensors").is_file()
+    assert [row["step"] for row in csv.DictReader(open(out / "train_log.csv"))] == ["2"]
