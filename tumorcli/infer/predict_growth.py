@@ -27,13 +27,11 @@ from tumorcli.infer.growth_inputs import SessionStack, stack_sessions
 from tumorcli.infer.post_inputs import slices_to_volume
 from tumorcli.infer.prepare import onto_grid
 from tumorcli.io.volume import Volume
-from tumorcli.nets.growth import (MODALITIES, SOURCES, GrowthConfig, build_growth_net,
-                                  condition_vector, mask_logits)
+from tumorcli.nets.growth import (MODALITIES, SOURCES, WEIGHTS, GrowthConfig,
+                                  build_growth_net, condition_vector, mask_logits)
 from tumorcli.nets.weights import load_weights, read_config_of
 from tumorcli.samplers import make_sampler
 from tumorcli.samplers.schedule import NoiseSchedule
-
-WEIGHTS = "growth.safetensors"
 
 
 @dataclass(frozen=True)
@@ -99,9 +97,8 @@ class GrowthPredictor:
             generator = torch.Generator().manual_seed(seed * 1000 + sample)
             noise = torch.randn((1, len(MODALITIES), *sources.shape[-2:]), generator=generator)
             change, mask_output = self._denoise(noise.expand(len(sources), -1, -1, -1), sources,
-                                                condition,
-                                                steps if samples > 1 or steps > 1 else 1,
-                                                sampler, generator, batch, advance)
+                                                condition, steps, sampler, generator, batch,
+                                                advance)
             changes.append(change / self.config.change_scale)
             outputs.append(mask_output)
         return self._assemble(given.stack, given.last, given.last_mask,
@@ -157,8 +154,8 @@ class GrowthPredictor:
             spread = changes.std(0).mean(1)   # (K, H, W), tissue units
             sd = Volume(np.where(brain, on_input(spread), 0)
                         .astype(np.float32), reference.affine, reference.header)
-        voxel_cm3 = float(abs(np.linalg.det(reference.affine[:3, :3]))) / 1000
         return GrowthPrediction(out, Volume(mask, reference.affine, reference.header),
                                 Volume(chance.astype(np.float32), reference.affine,
-                                       reference.header), sd, float(mask.sum() * voxel_cm3))
+                                       reference.header), sd,
+                                float(mask.sum() * reference.voxel_volume_mm3 / 1000))
 

@@ -18,6 +18,7 @@ from torch import nn
 MODALITIES = ("t1n", "t1c", "t2f")
 TREATMENTS = ("surgery", "rt", "tmz")
 SOURCES = 3
+WEIGHTS = "growth.safetensors"   # the model folder's weights file
 # the condition vector: the days of the three sources relative to the last one, the target's
 # day relative to it, the last source's day since diagnosis, then one multi-hot per session
 DAY_VALUES = SOURCES + 2

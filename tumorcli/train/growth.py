@@ -16,8 +16,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from tumorcli.nets.growth import (SOURCES, GrowthConfig, build_growth_net, condition_vector,
-                                  mask_logits)
+from tumorcli.nets.growth import (SOURCES, WEIGHTS, GrowthConfig, build_growth_net,
+                                  condition_vector, mask_logits)
 from tumorcli.nets.weights import save_weights, write_config
 from tumorcli.samplers.schedule import NoiseSchedule
 from tumorcli.train import distributed, preempt
@@ -27,7 +27,6 @@ from tumorcli.train.growth_data import SeriesSlices, examples_of, find_series, l
 from tumorcli.train.loop import Steps, autocast, run_steps
 from tumorcli.train.losses import slice_odds, soft_dice_loss, weighted_mse
 
-WEIGHTS = "growth.safetensors"
 LOG = "train_log.csv"
 LOG_COLUMNS = ("stage", "step", "lr", "train_loss")
 
